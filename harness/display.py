@@ -1,0 +1,64 @@
+"""Live progress of a run on the terminal: elapsed vs budget, step, loss. Plain lines when not a TTY."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.logparse import Progress as RunProgress
+
+
+class RunDisplay:
+    """Consumes run events (start, progress, line, end). show_lines echoes the run's own output."""
+
+    def __init__(self, console: Console | None = None, show_lines: bool = False, plain_every_s: float = 10.0):
+        self.console = console or Console(stderr=True)
+        self.show_lines = show_lines
+        self.plain_every_s = plain_every_s
+        self.live = self.console.is_terminal
+        self._bar: Progress | None = None
+        self._task = None
+        self._last_plain = 0.0
+        self._label = ""
+
+    def __call__(self, kind: str, value: Any) -> None:
+        getattr(self, f"_on_{kind}", lambda _v: None)(value)
+
+    def _on_start(self, info: dict) -> None:
+        iso = "" if info["isolated"] else " (unisolated)"
+        self._label = f"{info['backend']}{iso}"
+        self.console.print(f"run {info['run_id']} · backend {self._label} · seed {info['seed']} · "
+                           f"budget {info['budget_s']:g}s · {info['run_dir']}")
+        if self.live:
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed:.0f}/{task.total:.0f}s"), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[status]}"), console=self.console, transient=True)
+            self._task = self._bar.add_task(f"training [{self._label}]", total=info["budget_s"], status="starting")
+            self._bar.start()
+
+    def _on_progress(self, p: RunProgress) -> None:
+        status = f"step {p.step} · loss {p.loss:.4f}" if p.loss is not None else f"step {p.step}"
+        if p.mfu is not None:
+            status += f" · MFU {p.mfu:.1f}%"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=min(p.elapsed or 0.0, self._bar.tasks[0].total), status=status)
+        elif time.time() - self._last_plain >= self.plain_every_s:
+            self._last_plain = time.time()
+            budget = f"/{p.budget:g}" if p.budget else ""
+            print(f"[{self._label}] {p.elapsed or 0:.0f}{budget}s · {status}", file=sys.stderr, flush=True)
+
+    def _on_line(self, line: str) -> None:
+        if self.show_lines:
+            if self._bar is not None:
+                self._bar.console.print(line, markup=False, highlight=False)
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+    def _on_end(self, _result: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,0 +1,45 @@
+"""The fixed files (fixed/prepare.py and friends): imported by path, hashed for provenance.
+
+fixed/ is not part of the harness package: it is mounted read-only into every run, and the harness
+loads the very same file to build data caches, so both sides always run the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from harness import paths
+
+
+def load_fixed_module(name: str = "prepare", fixed_dir: Path | None = None) -> ModuleType:
+    """Import fixed/<name>.py under a private module name (so it never shadows a candidate's import)."""
+    path = (fixed_dir or paths.fixed_dir()) / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fixed file missing; is this a harness checkout?")
+    mod_name = f"_harness_fixed_{name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fixed_hashes(fixed_dir: Path | None = None) -> dict[str, str]:
+    """sha256 of every file under fixed/, by name."""
+    root = fixed_dir or paths.fixed_dir()
+    return {p.relative_to(root).as_posix(): file_sha256(p)
+            for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}

@@ -1,0 +1,80 @@
+"""The result of one run: a typed record, written as one JSON document (schema: harness/schemas/result.schema.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Timings:
+    """As observed by the harness (epoch seconds and durations), never as claimed by the run."""
+    started_at: float
+    first_output_at: float | None
+    ended_at: float
+    startup_s: float | None  # container/process start to first output
+    training_s: float | None  # from the run's summary, bounded by what the harness saw
+    eval_s: float | None
+    total_s: float
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    reason: str | None
+    trust: str  # "unisolated" (local backend), "self-reported", "verified"
+    backend: str
+    isolated: bool
+    provenance: dict[str, Any]  # written by harness/provenance.py alone
+    timings: Timings
+    metrics: dict[str, Any]
+    budget_s: float
+    hard_timeout_s: float
+    log_path: str
+    log_truncated: bool = False
+    traceback_tail: str | None = None
+    hardware: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    normalization: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def val_bpb(self) -> float | None:
+        return self.metrics.get("val_bpb")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        d = dict(d)
+        d["timings"] = Timings(**d["timings"])
+        return cls(**d)
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a reader sees all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

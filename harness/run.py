@@ -1,0 +1,187 @@
+"""One run, start to finish: run folder, seed, environment, backend, live progress, result record."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import paths
+from harness.backends.base import DEFAULT_LOG_CAP_BYTES, Backend, ProcessOutcome, RunRequest
+from harness.benchmarks import Benchmark
+from harness.data import CacheInfo, cache_info
+from harness.logparse import parse_progress, parse_summary
+from harness.outcome import decide
+from harness.provenance import build_provenance
+from harness.result import RunResult, Timings, write_json_atomic
+
+Event = Callable[[str, Any], None]
+
+
+class RunError(RuntimeError):
+    """The run could not be set up (bad file, unprepared benchmark, unknown backend)."""
+
+
+@dataclass
+class RunOptions:
+    benchmark: Benchmark
+    backend: str = "auto"  # "auto" | "local" | "docker"
+    budget_s: float | None = None  # overrides the benchmark's budget (quick checks, tests); recorded
+    hard_timeout_s: float | None = None
+    seed: int | None = None  # None: the harness draws one
+    description: str = ""
+    runs_dir: Path | None = None
+    data_dir: Path | None = None
+    gpu_uuids: list[str] = field(default_factory=list)
+    peak_flops: float | None = None
+    image: str | None = None
+    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def choose_seed(seed: int | None) -> int:
+    """The harness, not train.py, chooses the seed: fresh per run unless one is asked for."""
+    return seed if seed is not None else secrets.randbelow(2**31 - 1)
+
+
+def make_backend(name: str, image: str | None = None) -> Backend:
+    if name == "local":
+        from harness.backends.local import LocalBackend
+
+        return LocalBackend()
+    if name in ("docker", "auto"):
+        try:
+            from harness.backends import docker as docker_backend
+        except ImportError as e:
+            if name == "docker":
+                raise RunError(f"the docker backend is unavailable: {e}") from None
+            return make_backend("local")
+        if name == "auto" and not docker_backend.docker_available():
+            return make_backend("local")
+        return docker_backend.DockerBackend(image=image) if image else docker_backend.DockerBackend()
+    raise RunError(f"unknown backend {name!r}: use local, docker or auto")
+
+
+def run_env(bench: Benchmark, data_dir: Path, run_dir: Path, budget_s: float, seed: int,
+            peak_flops: float | None) -> dict[str, str]:
+    """The environment contract of docs/design.md: what fixed/prepare.py reads."""
+    return {
+        "HARNESS_BENCHMARK": bench.name,
+        "HARNESS_DATA_DIR": str(data_dir),
+        "HARNESS_TIME_BUDGET": repr(float(budget_s)),
+        "HARNESS_SEED": str(seed),
+        "HARNESS_PEAK_FLOPS": repr(float(peak_flops)) if peak_flops else "unknown",
+        "HARNESS_MODEL_HINT": json.dumps(bench.model_hint, sort_keys=True),
+        "HARNESS_OUT_DIR": str(run_dir / "out"),
+    }
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: a non-finite number is stored as null (the status says nan)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+class _Watcher:
+    """Sees every output line: forwards progress, and notes when training ended and the summary came."""
+
+    def __init__(self, on_event: Event):
+        self.on_event = on_event
+        self.last_progress_at: float | None = None
+        self.summary_at: float | None = None
+
+    def __call__(self, line: str) -> None:
+        now = time.time()
+        if line.startswith("progress"):
+            p = parse_progress(line)
+            if p is not None:
+                self.last_progress_at = now
+                self.on_event("progress", p)
+                return
+        if line.strip() == "---":
+            self.summary_at = now
+        self.on_event("line", line)
+
+
+def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _v: None,
+                cache: CacheInfo | None = None, backend: Backend | None = None) -> RunResult:
+    """Run train.py once on opts.benchmark and return its result, also saved as run_dir/result.json.
+
+    Whatever happens (crash, timeout, Ctrl-C) a result with its status is written.
+    """
+    bench = opts.benchmark
+    train_py = Path(train_py)
+    if not train_py.is_file():
+        raise RunError(f"{train_py}: no such file")
+    cache = cache or cache_info(bench, opts.data_dir)
+    backend = backend or make_backend(opts.backend, opts.image)
+    seed = choose_seed(opts.seed)
+    budget = float(opts.budget_s if opts.budget_s is not None else bench.time_budget_s)
+    # A shorter budget shortens the hard timeout with it, keeping the benchmark's margin for startup and eval.
+    hard_timeout = opts.hard_timeout_s or (bench.hard_timeout_s - bench.time_budget_s + budget)
+    run_id = new_run_id()
+    run_dir = Path(opts.runs_dir or paths.runs_dir()) / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "out").mkdir()
+    shutil.copyfile(train_py, run_dir / "train.py")  # the run sees a copy: the original cannot be changed
+    request = RunRequest(
+        run_id=run_id, train_py=run_dir / "train.py", benchmark=bench, data_dir=cache.data_dir,
+        fixed_dir=paths.fixed_dir(), run_dir=run_dir,
+        env={**run_env(bench, cache.data_dir, run_dir, budget, seed, opts.peak_flops), **opts.extra_env},
+        hard_timeout_s=hard_timeout, gpu_uuids=list(opts.gpu_uuids), log_cap_bytes=opts.log_cap_bytes)
+    on_event("start", {"run_id": run_id, "run_dir": run_dir, "backend": backend.name, "budget_s": budget,
+                       "seed": seed, "isolated": backend.name != "local"})
+    watcher = _Watcher(on_event)
+    t0 = time.time()
+    try:
+        outcome = backend.execute(request, watcher)
+    except KeyboardInterrupt:  # a backend should catch it itself; this is the safety net
+        outcome = _failed_outcome(backend.name, run_dir, t0, aborted=True)
+    except Exception as e:  # noqa: BLE001 - whatever broke, the run still gets its record
+        outcome = _failed_outcome(backend.name, run_dir, t0, infra_error=f"{type(e).__name__}: {e}")
+    result = build_result(request, outcome, watcher, cache, budget, seed, opts.description, train_py)
+    write_json_atomic(run_dir / "result.json", result.to_dict())
+    on_event("end", result)
+    return result
+
+
+def _failed_outcome(backend: str, run_dir: Path, t0: float, aborted: bool = False,
+                    infra_error: str | None = None) -> ProcessOutcome:
+    log = run_dir / "log.txt"
+    if not log.exists():
+        log.write_text("")
+    return ProcessOutcome(backend, backend != "local", None, False, aborted, False, infra_error, t0, None,
+                          time.time(), log, False)
+
+
+def build_result(request: RunRequest, outcome: ProcessOutcome, watcher: _Watcher, cache: CacheInfo, budget: float,
+                 seed: int, description: str, original: Path) -> RunResult:
+    log_text = outcome.log_path.read_text(errors="replace") if outcome.log_path.exists() else ""
+    summary = parse_summary(log_text)
+    verdict = decide(outcome, log_text, summary, request.hard_timeout_s)
+    metrics = _finite(summary.to_dict()) if summary else {}
+    startup = outcome.first_output_at - outcome.started_at if outcome.first_output_at else None
+    eval_s = (watcher.summary_at - watcher.last_progress_at
+              if watcher.summary_at and watcher.last_progress_at else None)
+    timings = Timings(started_at=outcome.started_at, first_output_at=outcome.first_output_at,
+                      ended_at=outcome.ended_at, startup_s=startup,
+                      training_s=metrics.get("training_seconds"), eval_s=eval_s,
+                      total_s=outcome.ended_at - outcome.started_at)
+    image = {"id": outcome.image, "tag": outcome.image_tag} if outcome.image or outcome.image_tag else None
+    prov = build_provenance(train_py=original, description=description, bench=request.benchmark, cache=cache,
+                            seed=seed, backend=outcome.backend, image=image, fixed_dir=request.fixed_dir)
+    return RunResult(
+        run_id=request.run_id, status=verdict.status, reason=verdict.reason,
+        trust="self-reported" if outcome.isolated else "unisolated",
+        backend=outcome.backend, isolated=outcome.isolated, provenance=prov, timings=timings, metrics=metrics,
+        budget_s=budget, hard_timeout_s=request.hard_timeout_s, log_path=str(outcome.log_path),
+        log_truncated=outcome.log_truncated,
+        traceback_tail=verdict.traceback_tail if verdict.status != "ok" else None)
