@@ -356,7 +356,7 @@ def build_cache(config, data_dir, source_dir=None, download_dir=None, log=_noop,
 
     token_bytes = token_byte_lengths(ranks, config["vocab_size"])
     rows_needed = config["eval_tokens"] // config["seq_len"]
-    val_stream = _RowStream(partial, val_shards)
+    val_stream = _RowStream(partial, val_shards, single_pass=True)
     val_rows = val_stream.take(rows_needed, config["seq_len"])
     if val_rows is None:
         shutil.rmtree(partial, ignore_errors=True)
@@ -520,7 +520,7 @@ class _RowStream:
     No padding. The layout depends only on the data, T and buffer_size, never on the batch size.
     """
 
-    def __init__(self, data_dir, shards, buffer_size=1000):
+    def __init__(self, data_dir, shards, buffer_size=1000, single_pass=False):
         if not shards:
             raise RuntimeError("this split has no shards")
         # plain ndarray views of the memmaps: slicing a memmap subclass costs microseconds per call
@@ -531,14 +531,16 @@ class _RowStream:
         self.starts = [st.tolist() for st in starts]
         self.lengths = [np.diff(st, append=len(tok)).tolist() for st, tok in zip(starts, self.tokens)]
         self.n_docs = sum(len(st) for st in self.starts)
-        self.buffer_size = max(1, buffer_size)
+        self.buffer_size = max(1, min(buffer_size, self.n_docs))  # more than one pass would only repeat
         self.shard, self.doc, self.read, self.epoch = 0, 0, 0, 1
         self.lens, self.items = [], []  # sorted lengths, and (length, order, shard, start) beside them
-        self.used_wrapped = False  # a document of a second pass went into a row
+        self.single_pass = single_pass  # evaluation: one pass over the documents, never a repeat
 
     def _refill(self):
         lens, items = self.lens, self.items
         while len(items) < self.buffer_size:
+            if self.single_pass and self.read >= self.n_docs:
+                return
             while self.doc >= len(self.starts[self.shard]):
                 self.shard, self.doc = self.shard + 1, 0
                 if self.shard == len(self.tokens):
@@ -559,23 +561,25 @@ class _RowStream:
             while pos <= T:
                 if len(items) < self.buffer_size:
                     self._refill()
+                    if not items:
+                        raise EOFError("the split has no more documents")
                 room = T + 1 - pos
                 i = bisect.bisect_right(lens, room) - 1  # the longest document that fits
                 if i < 0:
                     i = 0  # none fits: crop the shortest
                 lens.pop(i)
-                L, order, shard, start = items.pop(i)
+                L, _, shard, start = items.pop(i)
                 n = L if L < room else room
                 rows[r, pos:pos + n] = tokens[shard][start:start + n]
                 pos += n
-                if order >= self.n_docs:
-                    self.used_wrapped = True
         return rows
 
     def take(self, n, T):
         """The first n rows as one array, or None when the split is too short to give them in one pass."""
-        rows = self.next_rows(n, T)
-        return None if self.used_wrapped else rows
+        try:
+            return self.next_rows(n, T)
+        except EOFError:
+            return None
 
 
 def _split_shards(split):
@@ -621,15 +625,16 @@ def evaluate_bpb(model, tokenizer, batch_size):
     token_bytes = get_token_bytes(device)
     T = MAX_SEQ_LEN
     n_rows = EVAL_TOKENS // T
-    stream = _RowStream(data_dir, shards)
+    stream = _RowStream(data_dir, shards, single_pass=True)
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     total_bytes = torch.zeros((), dtype=torch.int64, device=device)
     done = 0
     while done < n_rows:
         b = min(batch_size, n_rows - done)
-        rows = stream.next_rows(b, T)
-        if stream.used_wrapped:
-            raise RuntimeError("the val split is shorter than EVAL_TOKENS; rebuild the cache")
+        try:
+            rows = stream.next_rows(b, T)
+        except EOFError:
+            raise RuntimeError("the val split is shorter than EVAL_TOKENS; rebuild the cache") from None
         x, y = _to_device(rows, device, pinned=False)
         loss = model(x, y, reduction="none").reshape(-1).double()
         nbytes = token_bytes[y.reshape(-1)]

@@ -90,12 +90,11 @@ def _where(error: jsonschema.ValidationError) -> tuple[str | None, str]:
     return None, ".".join(parts) or "(top level)"
 
 
-def _explain(error: jsonschema.ValidationError) -> str:
-    # oneOf errors (the two data sources) are vague; the most specific sub-error says more.
-    best = jsonschema.exceptions.best_match([error]) if error.context else error
-    if best.context:
-        best = min(best.context, key=lambda e: len(e.context or []))
-    return best.message, best
+def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """Descend into combinator errors (allOf/if-then) to the error that names the deepest field."""
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
 
 
 def parse_benchmarks(doc: Any, source: str = "benchmarks.yaml") -> dict[str, Benchmark]:
@@ -104,8 +103,9 @@ def parse_benchmarks(doc: Any, source: str = "benchmarks.yaml") -> dict[str, Ben
     if errors:
         lines = []
         for error in errors:
-            message, best = _explain(error)
+            best = _most_specific(error)
             bench, field_path = _where(best)
+            message = best.message
             where = f"benchmark '{bench}', field '{field_path}'" if bench else f"field '{field_path}'"
             lines.append(f"{source}: {where}: {message}")
         raise BenchmarkError("\n".join(lines) + "\nFix the file (the schema is harness/schemas/benchmarks.schema.json).")

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real `tiny` data cache built once per session, and the fixed module loaded against it."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import paths
+from harness.benchmarks import get_benchmark
+from harness.data import prepare_benchmark
+
+REPO = paths.REPO_ROOT
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def tiny_bench():
+    return get_benchmark("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory, tiny_bench):
+    """The real tiny benchmark, built by the real code into a temp cache (a few seconds)."""
+    root = tmp_path_factory.mktemp("cache")
+    return prepare_benchmark(tiny_bench, data_dir=root / "tiny")
+
+
+def load_prepare(data_dir: Path | None, **env: str):
+    """A fresh import of fixed/prepare.py with the harness's environment set, as a run would see it."""
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k.startswith("HARNESS_")]:
+            del os.environ[key]
+        if data_dir is not None:
+            os.environ["HARNESS_DATA_DIR"] = str(data_dir)
+        os.environ.update(env)
+        name = f"_test_prepare_{next(_counter)}"
+        spec = importlib.util.spec_from_file_location(name, REPO / "fixed" / "prepare.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def prepare_mod(tiny_cache):
+    return load_prepare(tiny_cache.data_dir, HARNESS_TIME_BUDGET="12.5", HARNESS_SEED="7")
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch):
+    """Runs and results go to temp folders."""
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path / "results"))
+    return tmp_path

@@ -1,0 +1,147 @@
+"""`harness run --backend local`: statuses, the harness's own clock, seeds, logs, Ctrl-C, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.run import RunOptions, execute_run
+from tests.conftest import REPO
+
+TOY = REPO / "tests" / "cases" / "toy_train.py"
+
+
+@pytest.fixture
+def cli_env(tiny_cache, isolated_dirs, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tiny_cache.data_dir.parent))
+    return isolated_dirs
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "train.py"
+    p.write_text(body)
+    return p
+
+
+def run_local(tiny_bench, tiny_cache, path, tmp_path, **kw):
+    opts = RunOptions(benchmark=tiny_bench, backend="local", runs_dir=tmp_path / "runs",
+                      data_dir=tiny_cache.data_dir, **kw)
+    return execute_run(path, opts)
+
+
+def test_ok_run_records_budget_seed_and_score(tiny_bench, tiny_cache, tmp_path):
+    r = run_local(tiny_bench, tiny_cache, TOY, tmp_path, budget_s=2, seed=1234)
+    assert r.status == "ok", r.traceback_tail
+    assert r.budget_s == 2 and r.provenance["seed"] == 1234
+    assert r.trust == "unisolated" and r.backend == "local" and not r.isolated
+    floor = tiny_cache.stats["entropy_floor_bpb"]
+    assert floor < r.metrics["val_bpb"] < tiny_cache.stats["unigram_bpb"] + 1
+    log = Path(r.log_path).read_text()
+    assert "seed=1234" in log  # the harness's seed reached the run through prepare.SEED
+    saved = json.loads((Path(r.log_path).parent / "result.json").read_text())
+    assert saved["status"] == "ok" and saved["metrics"]["val_bpb"] == r.metrics["val_bpb"]
+    prov = r.provenance
+    assert prov["submission"]["sha256"] and prov["benchmark"]["manifest_sha256"] == tiny_cache.manifest_sha256
+    assert prov["benchmark"]["prepare_sha256"] and prov["versions"]["torch"]
+    assert r.timings.total_s >= 2 and r.timings.startup_s is not None
+
+
+def test_seeds_are_fresh_unless_given(tiny_bench, tiny_cache, tmp_path):
+    body = "import prepare\nprint('seed', prepare.SEED)\n"
+    a = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path)
+    b = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path)
+    assert a.provenance["seed"] != b.provenance["seed"]
+    assert f"seed {a.provenance['seed']}" in Path(a.log_path).read_text()
+
+
+def test_crash_keeps_traceback_tail(tiny_bench, tiny_cache, tmp_path):
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, "print('hi')\nraise ValueError('boom at step 3')\n"), tmp_path)
+    assert r.status == "crash" and "exit code 1" in r.reason
+    assert "ValueError: boom at step 3" in r.traceback_tail
+
+
+def test_exit_zero_without_summary_is_a_crash(tiny_bench, tiny_cache, tmp_path):
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, "print('done, no score')\n"), tmp_path)
+    assert r.status == "crash" and "summary" in r.reason
+
+
+def test_nan_status(tiny_bench, tiny_cache, tmp_path):
+    body = "print('progress step=1 elapsed=0.1 budget=1 loss=nan')\nprint('FAIL: loss is nan')\nraise SystemExit(1)\n"
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path)
+    assert r.status == "nan"
+
+
+def test_harness_kills_at_hard_timeout(tiny_bench, tiny_cache, tmp_path):
+    body = "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.1)\n"
+    t0 = time.time()
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path, budget_s=1, hard_timeout_s=3)
+    assert r.status == "timeout" and r.hard_timeout_s == 3
+    assert time.time() - t0 < 15 and 2.5 < r.timings.total_s < 10
+
+
+def test_background_child_does_not_outlive_the_run(tiny_bench, tiny_cache, tmp_path):
+    marker = tmp_path / "alive"
+    body = (f"import os, time\nif os.fork() == 0:\n    time.sleep(3)\n    open({str(marker)!r}, 'w').write('x')\n"
+            "    os._exit(0)\nprint('parent exits')\n")
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path)
+    time.sleep(4)
+    assert not marker.exists()  # the child was killed with the run's process group
+    assert r.status == "crash"
+
+
+def test_log_is_capped(tiny_bench, tiny_cache, tmp_path):
+    body = "import sys\nfor i in range(200000):\n    print('x' * 100)\n"
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path, log_cap_bytes=100_000)
+    assert r.log_truncated and Path(r.log_path).stat().st_size < 101_000
+    assert "log capped" in Path(r.log_path).read_text()
+
+
+def test_cli_run_says_unisolated(cli_env):
+    result = CliRunner().invoke(app, ["run", str(TOY), "--backend", "local", "--budget", "2"])
+    assert result.exit_code == 0, result.output
+    assert "unisolated" in result.output and "val_bpb" in result.output
+
+
+def test_cli_run_json_and_failing_exit_code(cli_env, tmp_path):
+    bad = write(tmp_path, "raise SystemExit(3)\n")
+    result = CliRunner().invoke(app, ["run", str(bad), "--backend", "local", "--json"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "crash" and doc["trust"] == "unisolated"
+
+
+def test_cli_run_unprepared_benchmark_says_what_to_do(isolated_dirs, monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "empty"))
+    result = CliRunner().invoke(app, ["run", str(TOY), "--backend", "local"])
+    assert result.exit_code == 2
+    assert "harness prepare --benchmark tiny" in result.output
+
+
+def test_ctrl_c_leaves_an_aborted_record(cli_env, tmp_path):
+    body = "import time\nprint('progress step=1 elapsed=0.1 budget=60 loss=3.0', flush=True)\ntime.sleep(60)\n"
+    path = write(tmp_path, body)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--backend", "local"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    runs = Path(os.environ["HARNESS_RUNS_DIR"])
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(runs.glob("*/log.txt")):
+        time.sleep(0.2)
+    log = next(runs.glob("*/log.txt"))
+    while time.time() < deadline and "progress" not in log.read_text():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out
+    record = json.loads((log.parent / "result.json").read_text())
+    assert record["status"] == "aborted"
+    assert b"aborted" in out
