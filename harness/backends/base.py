@@ -33,8 +33,14 @@ class RunRequest:
     hard_timeout_s: float = 600.0
     gpu_uuids: list[str] = field(default_factory=list)
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
-    # What to run inside the run: by default train.py; the verified evaluator reuses backends.
+    # What to run: by default train.py. The verified evaluator reuses the backends with its own command,
+    # whose items may hold {fixed}, {data}, {out}, {train_py} and {<name>} for each extra mount: every
+    # backend fills them with the paths as the run sees them (host paths locally, mount points in a container).
     command: list[str] | None = None
+    # Read-only extra inputs, by name (the evaluator gets the exported model folder this way).
+    extra_mounts: dict[str, Path] = field(default_factory=dict)
+    # Only these top-level entries of data_dir are visible (verified training hides "val"); None: all.
+    data_entries: list[str] | None = None
 
 
 @dataclass
@@ -53,6 +59,28 @@ class ProcessOutcome:
     log_truncated: bool
     image: str | None = None  # image id (docker)
     image_tag: str | None = None
+
+
+def visible_data_dir(request: RunRequest) -> Path:
+    """The data folder a local run sees: the cache itself, or a view of symlinks to data_entries only."""
+    if request.data_entries is None:
+        return request.data_dir
+    view = request.run_dir / "data_view"
+    view.mkdir(exist_ok=True)
+    for entry in request.data_entries:
+        link = view / entry
+        if not link.exists():
+            link.symlink_to(request.data_dir / entry)
+    return view
+
+
+def command_paths(request: RunRequest, *, fixed: str, data: str, out: str, train_py: str,
+                  mounts: dict[str, str]) -> list[str] | None:
+    """request.command with its {placeholders} filled in with the paths the run sees."""
+    if request.command is None:
+        return None
+    values = {"fixed": fixed, "data": data, "out": out, "train_py": train_py, **mounts}
+    return [part.format(**values) for part in request.command]
 
 
 class Backend(Protocol):

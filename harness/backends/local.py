@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from harness.backends.base import LineCallback, ProcessOutcome, RunRequest
+from harness.backends.base import LineCallback, ProcessOutcome, RunRequest, command_paths, visible_data_dir
 from harness.backends.logsink import LogSink
 
 MAX_LINE = 64 * 1024  # a line longer than this is split: one giant line must not eat the memory
@@ -44,11 +44,18 @@ class LocalBackend:
         work = request.run_dir / "work"  # a fresh, empty working directory
         work.mkdir(parents=True, exist_ok=True)
         (request.run_dir / "out").mkdir(exist_ok=True)
+        data = visible_data_dir(request)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
         env.update(request.env)
+        env["HARNESS_DATA_DIR"] = str(data)
         env["PYTHONPATH"] = str(request.fixed_dir)
         env["PYTHONUNBUFFERED"] = "1"
-        command = request.command or [self.python, "-u", str(request.run_dir / "train.py")]
+        command = command_paths(request, fixed=str(request.fixed_dir), data=str(data),
+                                out=str(request.run_dir / "out"), train_py=str(request.train_py),
+                                mounts={k: str(v) for k, v in request.extra_mounts.items()})
+        if command and command[0] == "python3":
+            command[0] = self.python  # the harness's own interpreter, with torch
+        command = command or [self.python, "-u", str(request.train_py)]
         sink = LogSink(request.run_dir / "log.txt", request.log_cap_bytes)
         started = time.time()
         timed_out = aborted = False
