@@ -1,0 +1,139 @@
+"""
+The verified evaluator: scores an exported model with fixed code, in its own fresh container.
+
+It sees only the exported program (token ids -> logits, weights included), the val data and the
+fixed files; the network is off. Before scoring, a causality probe checks that changing the tokens
+at positions >= t leaves the logits at positions < t unchanged: a model that peeks ahead is rejected.
+
+    python3 evaluate.py --program DIR/model.pt2 --out OUT/eval.json
+
+The environment gives the benchmark (HARNESS_DATA_DIR, with the val split). Writes one JSON file
+and prints it on a line starting with "evaluation ".
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import prepare  # noqa: E402  (the fixed module next to this file)
+
+PROBE_POSITIONS = (1, 0.25, 0.5, 0.75)  # where the future is changed: a token index, or a fraction of T
+PROBE_TOLERANCE = 1e-3  # max |logit difference| before position t; float noise is far below this
+
+
+def load_program(path, device):
+    program = torch.export.load(str(path))
+    module = program.module()
+    return module.to(device) if hasattr(module, "to") else module
+
+
+def run_logits(model, x, batch):
+    """Logits in float32 for x [B, T]; pads to the exported batch when the batch is fixed."""
+    n = x.shape[0]
+    if batch and n < batch:
+        x = torch.cat([x, x[-1:].expand(batch - n, -1)])
+    out = model(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out[:n].float()
+
+
+def causality_probe(model, rows, batch, vocab, seed=0):
+    """Max change of the logits before t when the tokens from t on are replaced by random ones."""
+    g = torch.Generator().manual_seed(seed)
+    T = rows.shape[1]
+    x = rows[:1]
+    base = run_logits(model, x, batch)
+    worst = {"max_diff": 0.0, "position": None}
+    for p in PROBE_POSITIONS:
+        t = p if isinstance(p, int) else max(1, int(T * p))
+        x2 = x.clone()
+        x2[:, t:] = torch.randint(0, vocab - len(prepare.SPECIAL_TOKENS), (1, T - t), generator=g).to(x.device)
+        diff = (run_logits(model, x2, batch)[:, :t] - base[:, :t]).abs().max().item()
+        if not math.isfinite(diff) or diff > worst["max_diff"]:
+            worst = {"max_diff": diff if math.isfinite(diff) else float("inf"), "position": t}
+    worst["ok"] = worst["max_diff"] <= PROBE_TOLERANCE
+    worst["tolerance"] = PROBE_TOLERANCE
+    return worst
+
+
+@torch.no_grad()
+def evaluate(program_path, batch_size=32, device=None):
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    info_path = Path(program_path).with_name(prepare.EXPORT_INFO)
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    fixed_batch = None if info.get("dynamic_batch", True) else info.get("batch")
+    batch = fixed_batch or batch_size
+    t0 = time.time()
+    model = load_program(program_path, device)
+    data_dir, shards = prepare._split_shards("val")
+    T = prepare.MAX_SEQ_LEN
+    n_rows = prepare.EVAL_TOKENS // T
+    stream = prepare._RowStream(data_dir, shards, single_pass=True)
+    token_bytes = prepare.get_token_bytes(device)
+    result = {"ok": False, "rows": n_rows, "seq_len": T, "eval_tokens": prepare.EVAL_TOKENS,
+              "device": str(device), "benchmark": prepare.BENCHMARK}
+    first = torch.from_numpy(stream.next_rows(batch, T)).to(device)
+    probe = causality_probe(model, first[:, :-1], fixed_batch, prepare.VOCAB_SIZE)
+    result["causality_probe"] = probe
+    if not probe["ok"]:
+        result["error"] = (f"non-causal model: changing tokens from position {probe['position']} on changed "
+                           f"earlier logits by {probe['max_diff']:.3g} (tolerance {PROBE_TOLERANCE:g})")
+        return result
+    total_nats, total_bytes, scored, done = 0.0, 0, 0, 0
+    rows = first
+    while True:
+        rows = rows[: n_rows - done]
+        x, y = rows[:, :-1], rows[:, 1:]
+        logits = run_logits(model, x, fixed_batch)
+        if logits.shape[:2] != y.shape or logits.shape[-1] < prepare.VOCAB_SIZE:
+            result["error"] = f"the model returned logits of shape {tuple(logits.shape)}, expected [B, {T}, >= V]"
+            return result
+        nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").double()
+        nbytes = token_bytes[y.reshape(-1)]
+        mask = nbytes > 0
+        total_nats += torch.where(mask, nats, torch.zeros_like(nats)).sum().item()
+        total_bytes += int(nbytes.sum().item())
+        scored += int(mask.sum().item())
+        done += rows.shape[0]
+        if done >= n_rows:
+            break
+        rows = torch.from_numpy(stream.next_rows(min(batch, n_rows - done), T)).to(device)
+    bpb = total_nats / (math.log(2) * total_bytes)
+    result.update({"ok": math.isfinite(bpb), "val_bpb": bpb if math.isfinite(bpb) else None,
+                   "total_nats": total_nats, "total_bytes": total_bytes, "scored_tokens": scored,
+                   "target_tokens": done * T, "seconds": round(time.time() - t0, 2)})
+    if not math.isfinite(bpb):
+        result["error"] = "the score is not finite (NaN or inf logits)"
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Score an exported model on the val split with fixed code.")
+    parser.add_argument("--program", required=True, help="the exported program (model.pt2)")
+    parser.add_argument("--out", required=True, help="where to write the result JSON")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    try:
+        result = evaluate(args.program, args.batch_size)
+    except Exception as e:  # noqa: BLE001 - the harness reads the error from the file
+        result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:4000]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    print("evaluation " + json.dumps(result), flush=True)
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

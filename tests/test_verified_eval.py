@@ -1,0 +1,90 @@
+"""Verified evaluation: export in the run, score with fixed code elsewhere, reject non-causal models."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import REPO, load_prepare
+
+
+class TinyLM(torch.nn.Module):
+    """One attention layer over embeddings; causal unless told otherwise."""
+
+    def __init__(self, vocab, dim=32, causal=True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(vocab, dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.head = torch.nn.Linear(dim, vocab)
+        self.causal = causal
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        h = self.emb(idx)
+        q, k, v = self.qkv(h).unsqueeze(1).chunk(3, dim=-1)
+        h = h + F.scaled_dot_product_attention(q, k, v, is_causal=self.causal).squeeze(1)
+        logits = self.head(h)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+
+
+def evaluate_in_container_style(prepare_dir, export_dir, tmp_path):
+    """Run fixed/evaluate.py as its own process, as the evaluator container does."""
+    env = {**os.environ, "HARNESS_DATA_DIR": str(prepare_dir), "PYTHONPATH": str(REPO / "fixed")}
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(REPO / "fixed" / "evaluate.py"), "--program",
+                           str(export_dir / "model.pt2"), "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    return proc, json.loads(out.read_text())
+
+
+def test_verified_bpb_equals_in_process(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir)
+    model = TinyLM(p.VOCAB_SIZE)
+    expected = p.evaluate_bpb(model, p.Tokenizer.from_directory(), 64)
+    info = p.export_model(model, tmp_path / "out")
+    assert info["ok"], info["error"]
+    proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert result["causality_probe"]["ok"]
+    assert result["target_tokens"] == p.EVAL_TOKENS
+    assert result["val_bpb"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_export_mode_defers_and_returns_nan(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir, HARNESS_EVAL_MODE="export", HARNESS_OUT_DIR=str(tmp_path / "o"))
+    bpb = p.evaluate_bpb(TinyLM(p.VOCAB_SIZE), p.Tokenizer.from_directory(), 64)
+    assert math.isnan(bpb)
+    info = json.loads((tmp_path / "o" / "export.json").read_text())
+    assert info["ok"] and (tmp_path / "o" / "model.pt2").stat().st_size == info["bytes"]
+
+
+def test_non_causal_model_is_rejected_by_the_probe(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir)
+    info = p.export_model(TinyLM(p.VOCAB_SIZE, causal=False), tmp_path / "out")
+    assert info["ok"]
+    proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
+    assert proc.returncode == 1
+    assert not result["ok"] and not result["causality_probe"]["ok"]
+    assert "non-causal" in result["error"] and "val_bpb" not in result
+
+
+def test_unexportable_model_reports_the_error(tiny_cache, tmp_path):
+    class DataDependent(TinyLM):
+        def forward(self, idx, targets=None, reduction="mean"):
+            if idx.float().mean().item() > -1:  # Python control flow on data: export cannot trace it
+                return super().forward(idx, targets, reduction)
+            return None
+
+    p = load_prepare(tiny_cache.data_dir)
+    info = p.export_model(DataDependent(p.VOCAB_SIZE), tmp_path / "out")
+    assert not info["ok"] and info["error"]
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["error"] == info["error"]
