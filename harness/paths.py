@@ -37,3 +37,8 @@ def runs_dir() -> Path:
 
 def results_dir() -> Path:
     return Path(os.environ.get("HARNESS_RESULTS", Path.cwd() / "results"))
+
+
+def baselines_file() -> Path:
+    """Per-class baselines (shareable, mergeable JSON). HARNESS_BASELINES moves it."""
+    return Path(os.environ.get("HARNESS_BASELINES", results_dir() / "baselines.json"))

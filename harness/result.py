@@ -18,10 +18,11 @@ class Timings:
     started_at: float
     first_output_at: float | None
     ended_at: float
-    startup_s: float | None  # container/process start to first output
+    startup_s: float | None  # container/process start to train.py's first output
     training_s: float | None  # from the run's summary, bounded by what the harness saw
     eval_s: float | None
     total_s: float
+    calibration_s: float | None = None  # start to the end of the calibration, when one ran first
 
 
 @dataclass

@@ -18,6 +18,10 @@ from harness.data import CacheInfo, cache_info
 from harness.logparse import parse_progress, parse_summary
 from harness.outcome import decide
 from harness.provenance import build_provenance
+from harness.hw.calibration import judge_calibration, parse_calibration
+from harness.hw.context import HardwareContext, detect_hardware
+from harness.hw.normalize import Baselines, load_baselines, normalize
+from harness.hw.telemetry import flags_for, start_sampler
 from harness.result import RunResult, Timings, write_json_atomic
 
 Event = Callable[[str, Any], None]
@@ -42,6 +46,11 @@ class RunOptions:
     image: str | None = None
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
     extra_env: dict[str, str] = field(default_factory=dict)
+    gpu: str | None = None  # GPU index or UUID; None: the first runnable one (or the CPU)
+    calibrate: bool = True  # run fixed/calibrate.py in the run's own process space before train.py
+    hardware: HardwareContext | None = None  # decided once by the caller (baseline, seeds) or here
+    baselines_path: Path | None = None  # per-class baselines for normalization
+    nvml_module: Any = None  # tests pass a fake pynvml; None: the real one
 
 
 def new_run_id() -> str:
@@ -72,14 +81,14 @@ def make_backend(name: str, image: str | None = None) -> Backend:
 
 
 def run_env(bench: Benchmark, data_dir: Path, run_dir: Path, budget_s: float, seed: int,
-            peak_flops: float | None) -> dict[str, str]:
+            peak_flops: float | str | None) -> dict[str, str]:
     """The environment contract of docs/design.md: what fixed/prepare.py reads."""
     return {
         "HARNESS_BENCHMARK": bench.name,
         "HARNESS_DATA_DIR": str(data_dir),
         "HARNESS_TIME_BUDGET": repr(float(budget_s)),
         "HARNESS_SEED": str(seed),
-        "HARNESS_PEAK_FLOPS": repr(float(peak_flops)) if peak_flops else "unknown",
+        "HARNESS_PEAK_FLOPS": str(peak_flops) if peak_flops else "unknown",
         "HARNESS_MODEL_HINT": json.dumps(bench.model_hint, sort_keys=True),
         "HARNESS_OUT_DIR": str(run_dir / "out"),
     }
@@ -95,20 +104,34 @@ class _Watcher:
 
     def __init__(self, on_event: Event):
         self.on_event = on_event
+        self.train_started_at: float | None = None  # first progress line's arrival minus its elapsed
         self.last_progress_at: float | None = None
         self.summary_at: float | None = None
+        self.calibrated_at: float | None = None  # the calibration line came
+        self.first_train_output_at: float | None = None
 
     def __call__(self, line: str) -> None:
         now = time.time()
+        if line.startswith("calibration "):
+            self.calibrated_at = now
+        elif self.first_train_output_at is None:
+            self.first_train_output_at = now
         if line.startswith("progress"):
             p = parse_progress(line)
             if p is not None:
+                if self.train_started_at is None:
+                    self.train_started_at = now - (p.elapsed or 0.0)
                 self.last_progress_at = now
                 self.on_event("progress", p)
                 return
         if line.strip() == "---":
             self.summary_at = now
         self.on_event("line", line)
+
+
+# Calibration runs first, in the run's own container (or process space), so it measures the very
+# device and limits the candidate gets; then train.py replaces the shell.
+CALIBRATED_COMMAND = ["sh", "-c", "{python} '{fixed}/calibrate.py' --max-seconds 5; exec {python} -u '{train_py}'"]
 
 
 def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _v: None,
@@ -123,6 +146,7 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
         raise RunError(f"{train_py}: no such file")
     cache = cache or cache_info(bench, opts.data_dir)
     backend = backend or make_backend(opts.backend, opts.image)
+    hw = opts.hardware or detect_hardware(opts.gpu, opts.nvml_module)
     seed = choose_seed(opts.seed)
     budget = float(opts.budget_s if opts.budget_s is not None else bench.time_budget_s)
     # A shorter budget shortens the hard timeout with it, keeping the benchmark's margin for startup and eval.
@@ -135,10 +159,15 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     request = RunRequest(
         run_id=run_id, train_py=run_dir / "train.py", benchmark=bench, data_dir=cache.data_dir,
         fixed_dir=paths.fixed_dir(), run_dir=run_dir,
-        env={**run_env(bench, cache.data_dir, run_dir, budget, seed, opts.peak_flops), **opts.extra_env},
-        hard_timeout_s=hard_timeout, gpu_uuids=list(opts.gpu_uuids), log_cap_bytes=opts.log_cap_bytes)
+        env={**run_env(bench, cache.data_dir, run_dir, budget, seed, hw.peak_flops_env), **opts.extra_env},
+        hard_timeout_s=hard_timeout, gpu_uuids=hw.gpu_uuids, log_cap_bytes=opts.log_cap_bytes,
+        command=list(CALIBRATED_COMMAND) if opts.calibrate else None)
     on_event("start", {"run_id": run_id, "run_dir": run_dir, "backend": backend.name, "budget_s": budget,
-                       "seed": seed, "isolated": backend.name != "local"})
+                       "seed": seed, "isolated": backend.name != "local", "hardware": hw.cls.label})
+    # Telemetry is sampled here on the host, by UUID, never inside the container; the series goes beside
+    # the result, out of the run's reach.
+    sampler, no_telemetry = start_sampler(hw.gpu.uuid if hw.gpu else None, series_path=run_dir / "telemetry.jsonl",
+                                          nvml_module=opts.nvml_module)
     watcher = _Watcher(on_event)
     t0 = time.time()
     try:
@@ -147,10 +176,47 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
         outcome = _failed_outcome(backend.name, run_dir, t0, aborted=True)
     except Exception as e:  # noqa: BLE001 - whatever broke, the run still gets its record
         outcome = _failed_outcome(backend.name, run_dir, t0, infra_error=f"{type(e).__name__}: {e}")
+    finally:
+        if sampler is not None:
+            sampler.stop()
     result = build_result(request, outcome, watcher, cache, budget, seed, opts.description, train_py)
+    attach_hardware(result, hw, bench, sampler, no_telemetry, watcher, run_dir)
+    attach_normalization(result, hw, bench, opts.baselines_path)
     write_json_atomic(run_dir / "result.json", result.to_dict())
     on_event("end", result)
     return result
+
+
+def attach_hardware(result: RunResult, hw: HardwareContext, bench: Benchmark, sampler: Any,
+                    no_telemetry: str | None, watcher: _Watcher, run_dir: Path) -> None:
+    """Hardware label, calibration and telemetry summary, and the flags they raise."""
+    result.hardware = hw.to_record()
+    log_text = Path(result.log_path).read_text(errors="replace") if Path(result.log_path).exists() else ""
+    cal = parse_calibration(log_text)
+    judgement = judge_calibration(cal, hw.cls, threshold=bench.thresholds["slow_device_fraction"])
+    result.calibration = {"result": cal.to_dict() if cal else None, "judgement": judgement.to_dict()}
+    summary = None
+    if sampler is not None:
+        summary = sampler.summary(watcher.train_started_at, watcher.last_progress_at)
+        result.telemetry = {"summary": summary.to_dict(), "series": str(run_dir / "telemetry.jsonl"),
+                            "unavailable": None}
+    else:
+        result.telemetry = {"summary": None, "series": None, "unavailable": no_telemetry}
+    result.flags = sorted(set(flags_for(summary, bench.thresholds)) | set(judgement.flags))
+
+
+def attach_normalization(result: RunResult, hw: HardwareContext, bench: Benchmark,
+                         baselines_path: Path | None) -> None:
+    """Delta, z-score and relative change against this class's own baseline (when the run scored)."""
+    bpb = result.metrics.get("val_bpb")
+    if result.status != "ok" or bpb is None:
+        result.normalization = None
+        return
+    path = Path(baselines_path or paths.baselines_file())
+    baselines = load_baselines(path) if path.exists() else Baselines()
+    cal = (result.calibration or {}).get("result")
+    n = normalize(bpb, hw.cls.label, baselines, calibration=cal, benchmark=bench.name)
+    result.normalization = {**n.to_dict(), "line": n.line(), "baselines_file": str(path)}
 
 
 def _failed_outcome(backend: str, run_dir: Path, t0: float, aborted: bool = False,
@@ -168,11 +234,14 @@ def build_result(request: RunRequest, outcome: ProcessOutcome, watcher: _Watcher
     summary = parse_summary(log_text)
     verdict = decide(outcome, log_text, summary, request.hard_timeout_s)
     metrics = _finite(summary.to_dict()) if summary else {}
-    startup = outcome.first_output_at - outcome.started_at if outcome.first_output_at else None
+    # Startup: from the start the harness saw to train.py's first output (calibration, when run, is apart).
+    first = watcher.first_train_output_at or outcome.first_output_at
+    startup = first - outcome.started_at if first else None
+    calibration_s = watcher.calibrated_at - outcome.started_at if watcher.calibrated_at else None
     eval_s = (watcher.summary_at - watcher.last_progress_at
               if watcher.summary_at and watcher.last_progress_at else None)
     timings = Timings(started_at=outcome.started_at, first_output_at=outcome.first_output_at,
-                      ended_at=outcome.ended_at, startup_s=startup,
+                      ended_at=outcome.ended_at, startup_s=startup, calibration_s=calibration_s,
                       training_s=metrics.get("training_seconds"), eval_s=eval_s,
                       total_s=outcome.ended_at - outcome.started_at)
     image = {"id": outcome.image, "tag": outcome.image_tag} if outcome.image or outcome.image_tag else None

@@ -33,14 +33,21 @@ def write(tmp_path: Path, body: str) -> Path:
 
 
 def run_local(tiny_bench, tiny_cache, path, tmp_path, **kw):
+    kw.setdefault("calibrate", False)  # a few seconds each; one test below keeps it
     opts = RunOptions(benchmark=tiny_bench, backend="local", runs_dir=tmp_path / "runs",
-                      data_dir=tiny_cache.data_dir, **kw)
+                      data_dir=tiny_cache.data_dir, baselines_path=tmp_path / "baselines.json", **kw)
     return execute_run(path, opts)
 
 
 def test_ok_run_records_budget_seed_and_score(tiny_bench, tiny_cache, tmp_path):
-    r = run_local(tiny_bench, tiny_cache, TOY, tmp_path, budget_s=2, seed=1234)
+    r = run_local(tiny_bench, tiny_cache, TOY, tmp_path, budget_s=2, seed=1234, calibrate=True)
     assert r.status == "ok", r.traceback_tail
+    # Hardware: a CPU class here, calibration measured in the run's process space, no GPU telemetry.
+    assert r.hardware["class"].startswith("CPU-") and r.hardware["class_info"]["peak_flops"]["bf16"] is None
+    assert r.calibration["result"]["device"] == "cpu" and r.calibration["result"]["matmul_flops"] > 0
+    assert r.timings.calibration_s is not None and r.timings.startup_s >= r.timings.calibration_s
+    assert r.telemetry["summary"] is None and "no GPU" in r.telemetry["unavailable"]
+    assert "no baseline for this class" in r.normalization["line"] and r.normalization["delta"] is None
     assert r.budget_s == 2 and r.provenance["seed"] == 1234
     assert r.trust == "unisolated" and r.backend == "local" and not r.isolated
     floor = tiny_cache.stats["entropy_floor_bpb"]

@@ -34,7 +34,7 @@ class RunRequest:
     gpu_uuids: list[str] = field(default_factory=list)
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
     # What to run: by default train.py. The verified evaluator reuses the backends with its own command,
-    # whose items may hold {fixed}, {data}, {out}, {train_py} and {<name>} for each extra mount: every
+    # whose items may hold {python}, {fixed}, {data}, {out}, {train_py} and {<name>} for each extra mount: every
     # backend fills them with the paths as the run sees them (host paths locally, mount points in a container).
     command: list[str] | None = None
     # Read-only extra inputs, by name (the evaluator gets the exported model folder this way).
@@ -74,12 +74,12 @@ def visible_data_dir(request: RunRequest) -> Path:
     return view
 
 
-def command_paths(request: RunRequest, *, fixed: str, data: str, out: str, train_py: str,
+def command_paths(request: RunRequest, *, python: str, fixed: str, data: str, out: str, train_py: str,
                   mounts: dict[str, str]) -> list[str] | None:
-    """request.command with its {placeholders} filled in with the paths the run sees."""
+    """request.command with its {placeholders} filled in with what the run sees ({python}: its interpreter)."""
     if request.command is None:
         return None
-    values = {"fixed": fixed, "data": data, "out": out, "train_py": train_py, **mounts}
+    values = {"python": python, "fixed": fixed, "data": data, "out": out, "train_py": train_py, **mounts}
     return [part.format(**values) for part in request.command]
 
 

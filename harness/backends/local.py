@@ -50,11 +50,9 @@ class LocalBackend:
         env["HARNESS_DATA_DIR"] = str(data)
         env["PYTHONPATH"] = str(request.fixed_dir)
         env["PYTHONUNBUFFERED"] = "1"
-        command = command_paths(request, fixed=str(request.fixed_dir), data=str(data),
+        command = command_paths(request, python=self.python, fixed=str(request.fixed_dir), data=str(data),
                                 out=str(request.run_dir / "out"), train_py=str(request.train_py),
                                 mounts={k: str(v) for k, v in request.extra_mounts.items()})
-        if command and command[0] == "python3":
-            command[0] = self.python  # the harness's own interpreter, with torch
         command = command or [self.python, "-u", str(request.train_py)]
         sink = LogSink(request.run_dir / "log.txt", request.log_cap_bytes)
         started = time.time()
