@@ -152,3 +152,22 @@ def test_ctrl_c_leaves_an_aborted_record(cli_env, tmp_path):
     record = json.loads((log.parent / "result.json").read_text())
     assert record["status"] == "aborted"
     assert b"aborted" in out
+
+
+def test_gpu_path_with_fake_nvml(tiny_bench, tiny_cache, tmp_path):
+    """The run's GPU path end to end with a fake NVML: class label, the class's peak handed to train.py,
+    host-side telemetry over the training window, and the throttled flag. (tests/gpu_check.sh runs
+    the same path on a real GPU.)"""
+    from tests.fakes import pynvml as fake
+
+    gpu = fake.h100_sxm(script=[dict(x) for x in fake.THROTTLE_CYCLE], loop=True)  # throttles all run long
+    body = TOY.read_text().replace('print(f"seed={SEED}", flush=True)',
+                                   'import prepare\nprint(f"peak={prepare.PEAK_FLOPS}", flush=True)')
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path, budget_s=2,
+                  nvml_module=fake.make_module([gpu]))
+    assert r.status == "ok", r.traceback_tail
+    assert r.hardware["class"].startswith("H100-SXM-80GB") and r.hardware["gpu"]["uuid"] == gpu.uuid
+    assert "peak=989500000000000.0" in Path(r.log_path).read_text()
+    summary = r.telemetry["summary"]
+    assert summary["sample_count"] > 0 and Path(r.telemetry["series"]).is_file()
+    assert "throttled" in r.flags
