@@ -58,7 +58,7 @@ def causality_probe(model, rows, batch, vocab, seed=0):
         x2 = x.clone()
         x2[:, t:] = torch.randint(0, vocab - len(prepare.SPECIAL_TOKENS), (1, T - t), generator=g).to(x.device)
         diff = (run_logits(model, x2, batch)[:, :t] - base[:, :t]).abs().max().item()
-        if not math.isfinite(diff) or diff > worst["max_diff"]:
+        if not math.isfinite(diff) or diff > worst["max_diff"] or worst["position"] is None:
             worst = {"max_diff": diff if math.isfinite(diff) else float("inf"), "position": t}
     worst["ok"] = worst["max_diff"] <= PROBE_TOLERANCE
     worst["tolerance"] = PROBE_TOLERANCE

@@ -18,6 +18,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import __version__
 from harness.benchmarks import Benchmark, BenchmarkError, get_benchmark, load_benchmarks
+from harness.paths import REPO_ROOT
+
+BASELINE_DEFAULT = REPO_ROOT / "submissions" / "baseline" / "train.py"
 
 app = typer.Typer(
     help="Validate, run and score autoresearch-style train.py candidates on fixed benchmarks.",
@@ -156,6 +159,297 @@ def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
     else:
         typer.echo(score_card(result))
     raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+ResultsOpt = typer.Option(None, "--results", help="Results directory (default ./results or HARNESS_RESULTS).")
+
+
+def _submit_options(bench: Benchmark, **kw: Any):
+    from harness.submit import SubmitOptions
+
+    return SubmitOptions(benchmark=bench, **kw)
+
+
+def _print_run_lines(results) -> None:
+    from harness.scorecard import score_card
+
+    for r in results:
+        typer.echo(score_card(r))
+        typer.echo("")
+
+
+@app.command()
+def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
+           benchmark: str = BenchOpt,
+           message: str = typer.Option("", "-m", "--message", help="What this candidate changes (recorded)."),
+           seeds: Optional[int] = typer.Option(None, help="Runs with fresh seeds (default: the benchmark's)."),
+           backend: str = typer.Option("auto", help="auto (docker when reachable), docker, or local (labelled)."),
+           compat: bool = typer.Option(False, "--compat", help="autoresearch-style: val mounted, train.py's own "
+                                       "score, labelled self-reported."),
+           budget: Optional[float] = typer.Option(None, help="Override the training budget (recorded)."),
+           results: Optional[Path] = ResultsOpt,
+           no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
+           as_json: bool = JsonOpt) -> None:
+    """Validate, run with harness-chosen seeds, verify, normalize, store; print keep or discard.
+
+    Exit 0 when the decision is keep, 1 when discard or nothing scored, 2 for usage errors.
+    """
+    from harness.data import DataError
+    from harness.display import RunDisplay
+    from harness.run import RunError
+    from harness.submit import SubmitError, submit as do_submit
+
+    bench = bench_or_exit(benchmark)
+    opts = _submit_options(bench, seeds=seeds, description=message, backend=backend, verified=not compat,
+                           budget_s=budget, results_dir=results, calibrate=not no_calibrate)
+    try:
+        with sigterm_as_interrupt():
+            report = do_submit(train_py, opts, on_event=RunDisplay(err))
+    except SubmitError as e:
+        for finding in (e.report.findings if e.report else []):
+            err.print(finding.format(), markup=False, highlight=False)
+        fail(str(e), 1)
+    except (RunError, DataError, OSError) as e:
+        fail(str(e))
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_run_lines(report.results)
+        d = report.to_dict()
+        if d["summary"]:
+            s = d["summary"]
+            spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
+            typer.echo(f"val_bpb {s['mean']:.4f}{spread} over {s['n']} seed(s) · reference: {report.reference.label}")
+        typer.echo(f"{d['decision']}: {d['reason']}")
+    raise typer.Exit(0 if report.decision.keep else 1)
+
+
+@app.command()
+def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (runs/<run id>)."),
+          backend: str = typer.Option("auto", help="Where the evaluator runs."),
+          results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """Re-score a finished verified run from its exported model with the fixed evaluator."""
+    from harness import paths
+    from harness.data import DataError, cache_info
+    from harness.result import write_json_atomic
+    from harness.run import make_backend
+    from harness.scorecard import score_card
+    from harness.store import ResultStore
+    from harness.verify import RescoreError, rescore
+
+    try:
+        doc = json.loads((run_dir / "result.json").read_text())
+        bench = bench_or_exit(doc["provenance"]["benchmark"]["name"])
+        result = rescore(run_dir, bench, make_backend(backend), cache_info(bench).data_dir, paths.fixed_dir())
+    except (OSError, ValueError, KeyError, RescoreError, DataError) as e:
+        fail(str(e))
+    write_json_atomic(run_dir / "result.json", result.to_dict())
+    ResultStore(results).put(result.to_dict())
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        typer.echo(score_card(result))
+    raise typer.Exit(0 if result.status == "ok" else 1)
+
+
+results_app = typer.Typer(help="The result store: list, show, reindex.", no_args_is_help=True)
+app.add_typer(results_app, name="results")
+
+
+@results_app.command("list")
+def results_list(benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b"),
+                 status: Optional[str] = typer.Option(None, help="Only runs with this status."),
+                 gpu_class: Optional[str] = typer.Option(None, "--gpu-class"),
+                 all_runs: bool = typer.Option(False, "--all", help="Also flagged and unverified runs."),
+                 limit: int = typer.Option(50, help="At most this many rows."),
+                 results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """List stored runs, newest first (flagged and unverified runs hidden unless --all)."""
+    from harness.store import ResultStore
+
+    listing = ResultStore(results).list(benchmark=benchmark, status=status, gpu_class=gpu_class,
+                                        include_flagged=all_runs, include_unverified=all_runs, limit=limit)
+    for problem in listing.problems:
+        err.print(f"skipped {problem.path}: {problem.reason}", markup=False, highlight=False)
+    if as_json:
+        emit_json({"rows": [r.to_dict() for r in listing.rows], "hidden": listing.hidden,
+                   "problems": [{"path": str(p.path), "reason": p.reason} for p in listing.problems]})
+        return
+    for r in listing.rows:
+        bpb = f"{r.val_bpb:.4f}" if r.val_bpb is not None else "-"
+        typer.echo(f"{r.run_id}  {r.benchmark:8} {r.status:11} {bpb:>8}  {r.trust:13} {r.gpu_class or '-':24} "
+                   f"{(r.decision or '-'):8} {r.description[:40]}")
+    if listing.hidden:
+        typer.echo(f"({listing.hidden} flagged or unverified run(s) hidden: add --all)")
+
+
+@results_app.command("show")
+def results_show(run_id: str = typer.Argument(..., help="A run id or a unique prefix."),
+                 results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """Show one stored run: its score card, or the whole record with --json."""
+    from harness.result import RunResult
+    from harness.scorecard import score_card
+    from harness.store import ResultStore, StoreError
+
+    try:
+        doc = ResultStore(results).get(run_id)
+    except StoreError as e:
+        fail(str(e))
+    if as_json:
+        emit_json(doc)
+    else:
+        typer.echo(score_card(RunResult.from_dict(doc)))
+
+
+@results_app.command("reindex")
+def results_reindex(results: Optional[Path] = ResultsOpt) -> None:
+    """Rebuild the SQLite index from the JSON files (the files are the truth)."""
+    from harness.store import ResultStore
+
+    report = ResultStore(results).rebuild_index()
+    for problem in report.problems:
+        err.print(f"skipped {problem.path}: {problem.reason}", markup=False, highlight=False)
+    typer.echo(f"indexed {report.indexed} record(s); {len(report.problems)} problem(s); "
+               f"{report.removed_tmp} stale temp file(s) removed")
+
+
+@app.command()
+def leaderboard(benchmark: str = BenchOpt,
+                by: Optional[str] = typer.Option(None, "--by", help="gpu-class: one board per GPU class."),
+                all_runs: bool = typer.Option(False, "--all", help="Also flagged and unverified runs."),
+                results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """Best score per submission (throttled and unverified runs hidden unless --all)."""
+    from harness.store import ResultStore
+
+    if by not in (None, "gpu-class"):
+        fail(f"--by takes gpu-class, not {by!r}")
+    rows = ResultStore(results).leaderboard(benchmark, by_gpu_class=by == "gpu-class", include_flagged=all_runs,
+                                            include_unverified=all_runs)
+    if as_json:
+        emit_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        typer.echo(f"no scored runs for {benchmark}" + ("" if all_runs else " (verified, unflagged); try --all"))
+    for i, r in enumerate(rows, 1):
+        typer.echo(f"{i:3}. {r.val_bpb:.4f}  {r.gpu_class or '-':24} {r.trust:13} {r.submission_sha256[:12]}  "
+                   f"{r.run_id}  {r.description[:50]}")
+
+
+@app.command()
+def noise(train_py: Path = typer.Argument(BASELINE_DEFAULT, help="The submission (default: the baseline)."),
+          benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number of runs with fresh seeds."),
+          backend: str = typer.Option("auto"), budget: Optional[float] = typer.Option(None),
+          include_flagged: bool = typer.Option(False, "--include-flagged"),
+          results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """Measure a submission's run-to-run spread on this machine's GPU class."""
+    from harness.baseline import measure_noise
+    from harness.display import RunDisplay
+
+    bench = bench_or_exit(benchmark)
+    opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results)
+    with sigterm_as_interrupt():
+        report = measure_noise(train_py, opts, runs, include_flagged, RunDisplay(err))
+    _print_spread(report, as_json)
+
+
+def _print_spread(report, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        for r in report.results:
+            bpb = f"{r.val_bpb:.4f}" if r.val_bpb is not None else "-"
+            typer.echo(f"{r.run_id}  {r.status:8} {bpb}  seed {r.provenance['seed']}  {' '.join(r.flags)}")
+        s = report.summary
+        if s is None:
+            typer.echo(f"{report.class_label}: no usable run")
+        else:
+            std = f" ± {s.std:.5f}" if s.std is not None else ""
+            typer.echo(f"{report.class_label}: val_bpb {s.mean:.5f}{std} (n={s.n})"
+                       + (f" · saved to {report.baselines_file}" if report.baselines_file else ""))
+    raise typer.Exit(0 if report.summary else 1)
+
+
+@app.command()
+def baseline(benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number of runs with fresh seeds."),
+             backend: str = typer.Option("auto"), budget: Optional[float] = typer.Option(None),
+             baselines: Optional[Path] = typer.Option(None, help="Baselines file (default results/baselines.json)."),
+             include_flagged: bool = typer.Option(False, "--include-flagged"),
+             results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """Run the reference submission N times on this machine's class and record the class baseline."""
+    from harness.baseline import run_baseline
+    from harness.display import RunDisplay
+
+    bench = bench_or_exit(benchmark)
+    opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results, baselines_path=baselines)
+    with sigterm_as_interrupt():
+        report = run_baseline(opts, runs, include_flagged, RunDisplay(err))
+    _print_spread(report, as_json)
+
+
+@app.command("baselines-merge")
+def baselines_merge(files: list[Path] = typer.Argument(..., help="Baselines files to merge."),
+                    output: Path = typer.Option(..., "-o", "--output", help="Where to write the merge.")) -> None:
+    """Merge baselines files shared by other labs (samples deduplicated by run id)."""
+    from harness.hw.normalize import BaselineFormatError, Baselines, load_baselines, merge_baselines, save_baselines
+
+    merged = Baselines()
+    try:
+        for f in files:
+            merged = merge_baselines(merged, load_baselines(f))
+    except (OSError, BaselineFormatError) as e:
+        fail(str(e))
+    save_baselines(merged, output)
+    typer.echo(f"merged {len(files)} file(s) into {output}")
+
+
+@app.command()
+def hw(as_json: bool = JsonOpt,
+       calibrate: bool = typer.Option(False, "--calibrate", help="Also run the calibration micro-benchmark.")) -> None:
+    """This machine's hardware profile and GPU class (the label every result carries)."""
+    from harness.hw.calibration import judge_calibration, run_calibration_locally
+    from harness.hw.context import detect_hardware
+
+    ctx = detect_hardware()
+    doc = {"class": ctx.cls.to_dict(), "peak_flops_for_runs": ctx.peak_flops_env, "nvml": ctx.profile.nvml,
+           "profile": ctx.profile.to_dict()}
+    if calibrate:
+        cal = run_calibration_locally()
+        doc["calibration"] = {"result": cal.to_dict() if cal else None,
+                              "judgement": judge_calibration(cal, ctx.cls).to_dict()}
+    if as_json:
+        emit_json(doc)
+        return
+    host = ctx.profile.host
+    typer.echo(f"class      {ctx.cls.label}" + ("" if ctx.cls.known else "  (not in the class table)"))
+    typer.echo(f"peak       {ctx.peak_flops_env} FLOP/s (bf16 dense, passed to runs as HARNESS_PEAK_FLOPS)")
+    typer.echo(f"nvml       {ctx.profile.nvml}")
+    for g in ctx.profile.gpus:
+        typer.echo(f"gpu        {g.index}: {g.name} {g.uuid} driver {g.driver_version} cc {g.compute_capability}")
+    typer.echo(f"host       {host.cpu_model} · {host.cpu_usable_cores} cores · {host.ram_bytes / 2**30:.0f} GiB · "
+               f"{host.os} · kernel {host.kernel}")
+    if ctx.cls.note:
+        typer.echo(f"note       {ctx.cls.note}")
+    if calibrate:
+        c = doc["calibration"]
+        r = c["result"] or {}
+        typer.echo(f"calibration matmul {r.get('matmul_flops', 0) / 1e12:.2f} TFLOP/s ({r.get('dtype')}) · "
+                   f"copy {r.get('mem_bw_bytes_s', 0) / 1e9:.1f} GB/s · {c['judgement']['note'] or ''}")
+
+
+@app.command()
+def doctor(as_json: bool = JsonOpt) -> None:
+    """Check everything a run needs (Docker, NVIDIA runtime, NVML, GPUs, images, data, disk) and how to fix it."""
+    from harness import paths
+    from harness.hw.doctor import all_ok, format_checks, run_checks
+
+    benches = load_benchmarks()
+    checks = run_checks(image_tags=("harness-cpu:latest", "harness-cuda:latest"),
+                        benchmarks=[(b.name, paths.data_dir(b.name) / "manifest.json") for b in benches.values()],
+                        disk_paths=[paths.runs_dir().parent, paths.cache_dir().parent])
+    if as_json:
+        emit_json([c.to_dict() for c in checks])
+    else:
+        typer.echo(format_checks(checks))
+    raise typer.Exit(0 if all_ok(checks) else 1)
 
 
 def entrypoint() -> None:  # pragma: no cover - for python -m harness

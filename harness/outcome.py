@@ -17,8 +17,13 @@ class Verdict:
     traceback_tail: str | None = None
 
 
-def decide(outcome: ProcessOutcome, log_text: str, summary: Summary | None, hard_timeout_s: float) -> Verdict:
-    """One status per run, first match wins: the harness's own observations before the log's claims."""
+def decide(outcome: ProcessOutcome, log_text: str, summary: Summary | None, hard_timeout_s: float,
+           score_deferred: bool = False) -> Verdict:
+    """One status per run, first match wins: the harness's own observations before the log's claims.
+
+    score_deferred: verified mode, where evaluate_bpb returns NaN on purpose (the evaluator scores later),
+    so only NaN losses count as a NaN run.
+    """
     if outcome.infra_error:
         return Verdict("infra_error", outcome.infra_error)
     if outcome.aborted:
@@ -29,10 +34,10 @@ def decide(outcome: ProcessOutcome, log_text: str, summary: Summary | None, hard
     if outcome.oom_killed or (outcome.exit_code not in (0, None) and saw_oom(log_text)):
         why = "killed by the kernel's OOM killer" if outcome.oom_killed else "out of memory"
         return Verdict("oom", why, traceback_tail(log_text))
-    if saw_nan(log_text, summary):
+    if saw_nan(log_text, None if score_deferred else summary):
         return Verdict("nan", "the loss or the score became NaN", traceback_tail(log_text))
     if outcome.exit_code != 0:
         return Verdict("crash", f"exit code {outcome.exit_code}", traceback_tail(log_text))
-    if summary is None or summary.val_bpb is None:
+    if summary is None or (summary.val_bpb is None and not score_deferred):
         return Verdict("crash", "exited 0 without the summary block (--- / val_bpb: ...)", traceback_tail(log_text))
     return Verdict("ok", None)

@@ -23,6 +23,7 @@ from harness.hw.context import HardwareContext, detect_hardware
 from harness.hw.normalize import Baselines, load_baselines, normalize
 from harness.hw.telemetry import flags_for, start_sampler
 from harness.result import RunResult, Timings, write_json_atomic
+from harness.verify import EXPORT_ENV, TRAINING_ENTRIES, apply_verification, export_info, run_evaluator
 
 Event = Callable[[str, Any], None]
 
@@ -51,6 +52,7 @@ class RunOptions:
     hardware: HardwareContext | None = None  # decided once by the caller (baseline, seeds) or here
     baselines_path: Path | None = None  # per-class baselines for normalization
     nvml_module: Any = None  # tests pass a fake pynvml; None: the real one
+    verified: bool = False  # train without val, export the model, score it with fixed code elsewhere
 
 
 def new_run_id() -> str:
@@ -159,9 +161,11 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     request = RunRequest(
         run_id=run_id, train_py=run_dir / "train.py", benchmark=bench, data_dir=cache.data_dir,
         fixed_dir=paths.fixed_dir(), run_dir=run_dir,
-        env={**run_env(bench, cache.data_dir, run_dir, budget, seed, hw.peak_flops_env), **opts.extra_env},
+        env={**run_env(bench, cache.data_dir, run_dir, budget, seed, hw.peak_flops_env),
+             **(EXPORT_ENV if opts.verified else {}), **opts.extra_env},
         hard_timeout_s=hard_timeout, gpu_uuids=hw.gpu_uuids, log_cap_bytes=opts.log_cap_bytes,
-        command=list(CALIBRATED_COMMAND) if opts.calibrate else None)
+        command=list(CALIBRATED_COMMAND) if opts.calibrate else None,
+        data_entries=list(TRAINING_ENTRIES) if opts.verified else None)
     on_event("start", {"run_id": run_id, "run_dir": run_dir, "backend": backend.name, "budget_s": budget,
                        "seed": seed, "isolated": backend.name != "local", "hardware": hw.cls.label})
     # Telemetry is sampled here on the host, by UUID, never inside the container; the series goes beside
@@ -179,7 +183,15 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     finally:
         if sampler is not None:
             sampler.stop()
-    result = build_result(request, outcome, watcher, cache, budget, seed, opts.description, train_py)
+    result = build_result(request, outcome, watcher, cache, budget, seed, opts.description, train_py,
+                          score_deferred=opts.verified)
+    if opts.verified:
+        export = export_info(run_dir)
+        evaluation = None
+        if result.status == "ok" and export and export.get("ok"):
+            on_event("evaluate", {"run_id": run_id})
+            evaluation = run_evaluator(request, bench, backend)
+        apply_verification(result, export, evaluation)
     attach_hardware(result, hw, bench, sampler, no_telemetry, watcher, run_dir)
     attach_normalization(result, hw, bench, opts.baselines_path)
     write_json_atomic(run_dir / "result.json", result.to_dict())
@@ -229,10 +241,10 @@ def _failed_outcome(backend: str, run_dir: Path, t0: float, aborted: bool = Fals
 
 
 def build_result(request: RunRequest, outcome: ProcessOutcome, watcher: _Watcher, cache: CacheInfo, budget: float,
-                 seed: int, description: str, original: Path) -> RunResult:
+                 seed: int, description: str, original: Path, score_deferred: bool = False) -> RunResult:
     log_text = outcome.log_path.read_text(errors="replace") if outcome.log_path.exists() else ""
     summary = parse_summary(log_text)
-    verdict = decide(outcome, log_text, summary, request.hard_timeout_s)
+    verdict = decide(outcome, log_text, summary, request.hard_timeout_s, score_deferred)
     metrics = _finite(summary.to_dict()) if summary else {}
     # Startup: from the start the harness saw to train.py's first output (calibration, when run, is apart).
     first = watcher.first_train_output_at or outcome.first_output_at

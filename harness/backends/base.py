@@ -41,6 +41,7 @@ class RunRequest:
     extra_mounts: dict[str, Path] = field(default_factory=dict)
     # Only these top-level entries of data_dir are visible (verified training hides "val"); None: all.
     data_entries: list[str] | None = None
+    mount_train_py: bool = True  # the evaluator needs no candidate code
 
 
 @dataclass

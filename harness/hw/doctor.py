@@ -171,7 +171,7 @@ def run_checks(
             items = [(str(n), Path(p)) for n, p in raw]
         except Exception as exc:  # noqa: BLE001
             checks.append(Check("benchmarks", False, f"cannot list benchmarks: {type(exc).__name__}: {exc}",
-                                "check benchmarks.yaml (harness validate-config)"))
+                                "fix benchmarks.yaml (harness benchmarks names the field)"))
     for name, manifest in items:
         if verify_benchmark is not None:
             try:
@@ -180,7 +180,9 @@ def run_checks(
                 ok, detail = False, f"verification failed: {type(exc).__name__}: {exc}"
         else:
             ok, detail = _manifest_ok(manifest)
-        checks.append(Check(f"benchmark {name}", ok, detail, prepare_fix.format(name=name)))
+        # A benchmark never prepared only matters when it is run (a warning); a broken cache is a failure.
+        checks.append(Check(f"benchmark {name}", ok, detail, prepare_fix.format(name=name),
+                            required=manifest.exists()))
 
     # --- disk ------------------------------------------------------------------------------
     paths = [Path(p) for p in disk_paths]

@@ -1,0 +1,178 @@
+"""`harness submit`: validate, run (one or more harness-chosen seeds), verify, normalize, store, decide.
+
+The decision is the research loop's keep/discard: keep only when the candidate's mean BPB beats the
+reference (the current best other submission on this benchmark and GPU class, else the class
+baseline) with a one-sided Welch's t-test at the benchmark's alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.benchmarks import Benchmark
+from harness.data import cache_info
+from harness.fixedcode import file_sha256
+from harness.hw.context import HardwareContext, detect_hardware
+from harness.hw.normalize import load_baselines
+from harness import paths
+from harness.result import RunResult, write_json_atomic
+from harness.run import RunOptions, attach_normalization, execute_run, make_backend
+from harness.stats import Decision, decide, summarize
+from harness.store import ResultStore
+from harness.tsv import append_record, default_tsv_path, git_commit_of
+from harness.validate import ValidationReport, validate_file
+
+Event = Callable[[str, Any], None]
+
+
+class SubmitError(RuntimeError):
+    """The submission was refused before any run (invalid file)."""
+
+    def __init__(self, message: str, report: ValidationReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class SubmitOptions:
+    benchmark: Benchmark
+    seeds: int | None = None  # None: the benchmark's significance.seeds
+    description: str = ""
+    backend: str = "auto"
+    verified: bool = True  # False: compatibility mode (val mounted, train.py's own score, self-reported)
+    budget_s: float | None = None
+    results_dir: Path | None = None
+    baselines_path: Path | None = None
+    runs_dir: Path | None = None
+    gpu: str | None = None
+    calibrate: bool = True
+    tsv: bool = True  # append to results.tsv when the submission sits in a git repository
+    nvml_module: Any = None
+
+
+@dataclass
+class Reference:
+    kind: str  # "best" | "baseline" | "none"
+    label: str
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SubmitReport:
+    results: list[RunResult]
+    decision: Decision
+    reference: Reference
+    record_paths: list[Path]
+    tsv_path: Path | None
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.val_bpb for r in self.results if r.status == "ok" and r.val_bpb is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        s = summarize(self.scores) if self.scores else None
+        return {
+            "decision": "keep" if self.decision.keep else "discard",
+            "reason": self.decision.reason,
+            "reference": {"kind": self.reference.kind, "label": self.reference.label,
+                          "samples": self.reference.samples},
+            "scores": self.scores,
+            "summary": s.to_dict() if s else None,
+            "runs": [r.run_id for r in self.results],
+            "records": [str(p) for p in self.record_paths],
+            "tsv": str(self.tsv_path) if self.tsv_path else None,
+        }
+
+
+def choose_reference(store: ResultStore, bench: Benchmark, sha: str, gpu_class: str, verified_only: bool,
+                     baselines_path: Path) -> Reference:
+    """The best other submission on this benchmark and class; else the class baseline; else none."""
+    board = store.leaderboard(bench.name, by_gpu_class=True, include_unverified=not verified_only)
+    for row in board:
+        if row.submission_sha256 != sha and row.gpu_class == gpu_class:
+            samples = store.samples(bench.name, row.submission_sha256, gpu_class, include_flagged=False,
+                                    include_unverified=not verified_only)
+            if samples:
+                label = f"best so far {row.submission_sha256[:12]} ({row.description or 'no description'})"
+                return Reference("best", label, samples)
+    if baselines_path.exists():
+        base = [s.val_bpb for s in load_baselines(baselines_path).samples(bench.name, gpu_class)]
+        if base:
+            return Reference("baseline", f"class baseline {gpu_class}", base)
+    return Reference("none", "no reference yet")
+
+
+def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lambda _k, _v: None,
+              hw: HardwareContext | None = None) -> list[RunResult]:
+    """n runs of one candidate with fresh harness-chosen seeds, on one device, verified unless asked not."""
+    bench = opts.benchmark
+    cache = cache_info(bench)
+    hw = hw or detect_hardware(opts.gpu, opts.nvml_module)  # once: every seed runs on the same device
+    backend = make_backend(opts.backend)
+    baselines_path = Path(opts.baselines_path or paths.baselines_file())
+    results: list[RunResult] = []
+    for i in range(n):
+        on_event("seed", {"index": i + 1, "of": n})
+        run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
+                              description=opts.description, runs_dir=opts.runs_dir, hardware=hw,
+                              calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
+                              nvml_module=opts.nvml_module)
+        result = execute_run(train_py, run_opts, on_event=on_event, cache=cache, backend=backend)
+        export = (result.evaluation or {}).get("export")
+        if opts.verified and result.status == "ok" and export and not export.get("ok"):
+            # The model could not be exported: score it the autoresearch way, labelled self-reported.
+            on_event("fallback", {"run_id": result.run_id, "error": export.get("error")})
+            compat = RunOptions(**{**run_opts.__dict__, "verified": False, "seed": result.provenance["seed"]})
+            result = execute_run(train_py, compat, on_event=on_event, cache=cache, backend=backend)
+            result.trust = "self-reported" if result.isolated else "unisolated"
+            result.evaluation = {"mode": "compat", "export": export,
+                                 "note": "export failed; train.py's own score, self-reported"}
+            attach_normalization(result, hw, bench, baselines_path)
+            write_json_atomic(Path(result.log_path).parent / "result.json", result.to_dict())
+        results.append(result)
+    return results
+
+
+def check_valid(train_py: Path, bench: Benchmark) -> None:
+    report = validate_file(train_py, bench.allowed_imports)
+    if not report.ok:
+        raise SubmitError(f"{train_py}: invalid ({len(report.errors)} error(s)); fix them and submit again",
+                          report)
+
+
+def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v: None) -> SubmitReport:
+    bench = opts.benchmark
+    train_py = Path(train_py)
+    check_valid(train_py, bench)
+    hw = detect_hardware(opts.gpu, opts.nvml_module)
+    results = run_seeds(train_py, opts, opts.seeds or int(bench.significance["seeds"]), on_event, hw)
+    store = ResultStore(opts.results_dir)
+    baselines_path = Path(opts.baselines_path or paths.baselines_file())
+    scores = [r.val_bpb for r in results if r.status == "ok" and r.val_bpb is not None]
+    verified_only = all(r.trust == "verified" for r in results)
+    reference = choose_reference(store, bench, file_sha256(train_py), hw.cls.label, verified_only, baselines_path)
+    decision = decide_keep(scores, reference, float(bench.significance["alpha"]))
+    paths_out: list[Path] = []
+    for r in results:
+        r.evaluation = {**(r.evaluation or {}), "decision": "keep" if decision.keep else "discard",
+                        "decision_reason": decision.reason, "reference": reference.label,
+                        "seeds": len(results), "scores": scores}
+        write_json_atomic(Path(r.log_path).parent / "result.json", r.to_dict())
+        paths_out.append(store.put(r.to_dict()))
+    tsv_path = default_tsv_path(train_py) if opts.tsv else None
+    if tsv_path is not None:
+        best = min(results, key=lambda r: r.val_bpb if r.val_bpb is not None else float("inf"))
+        append_record(tsv_path, best.to_dict(), decision.keep, git_commit_of(train_py) or "unknown",
+                      opts.description)
+    return SubmitReport(results, decision, reference, paths_out, tsv_path)
+
+
+def decide_keep(scores: list[float], reference: Reference, alpha: float) -> Decision:
+    if not scores:
+        return Decision(False, "no run scored (see the statuses above)", None, None)
+    if reference.kind == "none":
+        return Decision(True, "first scored submission on this benchmark and class: it becomes the reference",
+                        None, None)
+    return decide(scores, reference.samples, alpha)

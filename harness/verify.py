@@ -1,0 +1,129 @@
+"""Verified evaluation of a finished training run: the exported model is scored by fixed/evaluate.py in a
+second fresh run (container) that holds only the program, the val data and the fixed files.
+
+Training in verified mode sees the train split and the tokenizer only (HARNESS_EVAL_MODE=export); its
+evaluate_bpb exports the model instead of scoring it. This module runs the evaluator and folds its
+verdict into the training run's result: trust "verified" with the evaluator's val_bpb, status
+"invalid" when the causality probe fails, and the export error when the model could not be exported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import Backend, RunRequest
+from harness.benchmarks import Benchmark
+from harness.result import RunResult
+
+# What verified training sees of the data cache: never the val split.
+TRAINING_ENTRIES = ["manifest.json", "tokenizer", "train"]
+EXPORT_ENV = {"HARNESS_EVAL_MODE": "export"}
+EVALUATOR_COMMAND = ["{python}", "{fixed}/evaluate.py", "--program", "{export}/model.pt2", "--out", "{out}/eval.json"]
+
+
+def export_info(run_dir: Path) -> dict[str, Any] | None:
+    """What prepare.export_model wrote in the run's output folder (None: evaluate_bpb was never called)."""
+    path = Path(run_dir) / "out" / "export.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def evaluator_request(train: RunRequest, bench: Benchmark) -> RunRequest:
+    eval_dir = train.run_dir / "eval"
+    (eval_dir / "out").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in train.env.items() if k not in EXPORT_ENV}
+    env["HARNESS_OUT_DIR"] = str(eval_dir / "out")
+    return RunRequest(
+        run_id=train.run_id + "-eval", train_py=train.train_py, benchmark=bench, data_dir=train.data_dir,
+        fixed_dir=train.fixed_dir, run_dir=eval_dir, env=env, hard_timeout_s=bench.eval_timeout_s,
+        gpu_uuids=list(train.gpu_uuids), log_cap_bytes=train.log_cap_bytes, command=list(EVALUATOR_COMMAND),
+        extra_mounts={"export": train.run_dir / "out"}, data_entries=None, mount_train_py=False)
+
+
+def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend) -> dict[str, Any]:
+    """Run fixed/evaluate.py in a fresh run; its result, or an error saying what went wrong."""
+    request = evaluator_request(train, bench)
+    outcome = backend.execute(request, lambda _line: None)
+    path = request.run_dir / "out" / "eval.json"
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        why = outcome.infra_error or ("timed out" if outcome.timed_out else f"exit code {outcome.exit_code}")
+        tail = outcome.log_path.read_text(errors="replace")[-2000:] if outcome.log_path.exists() else ""
+        result = {"ok": False, "error": f"the evaluator produced no result ({why}): {tail.strip()[-500:]}"}
+    result["seconds_observed"] = round(outcome.ended_at - outcome.started_at, 2)
+    result["log_path"] = str(outcome.log_path)
+    result["backend"] = outcome.backend
+    result["infra_error"] = outcome.infra_error
+    return result
+
+
+def apply_verification(result: RunResult, export: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> None:
+    """Fold the export and the evaluator's verdict into the training run's result."""
+    reported = result.metrics.get("val_bpb")
+    result.metrics["reported_val_bpb"] = reported if reported is None or math.isfinite(reported) else None
+    result.evaluation = {"mode": "verified", "export": export, "evaluator": evaluation}
+    if result.status != "ok":
+        return  # a crash, timeout, NaN loss ... keeps its status; nothing was scored
+    if export is None:
+        result.status, result.reason = "crash", "train.py never called evaluate_bpb, so there is no model to score"
+        result.metrics["val_bpb"] = None
+        return
+    if not export.get("ok"):
+        return  # the caller falls back to a self-reported compatibility run, with this export error
+    if evaluation is None or not evaluation.get("ok"):
+        probe = (evaluation or {}).get("causality_probe") or {}
+        if probe and not probe.get("ok"):
+            result.status, result.reason = "invalid", evaluation.get("error")
+        elif evaluation and evaluation.get("infra_error"):
+            result.status, result.reason = "infra_error", evaluation["error"]
+        else:
+            result.status = "crash"
+            result.reason = f"verified evaluation failed: {(evaluation or {}).get('error')}"
+        result.metrics["val_bpb"] = None
+        return
+    result.metrics["val_bpb"] = evaluation["val_bpb"]
+    # Scored by fixed code either way; "verified" also needs training that could not reach the val split.
+    result.trust = "verified" if result.isolated else "unisolated"
+    result.timings.eval_s = evaluation.get("seconds_observed")
+
+
+class RescoreError(RuntimeError):
+    """The run folder cannot be re-scored."""
+
+
+def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, fixed_dir: Path) -> RunResult:
+    """Score a finished verified run again from its exported model, with today's fixed evaluator."""
+    run_dir = Path(run_dir)
+    try:
+        result = RunResult.from_dict(json.loads((run_dir / "result.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise RescoreError(f"{run_dir}: no readable result.json ({e})") from None
+    export = export_info(run_dir)
+    if export is None:
+        raise RescoreError(f"{run_dir}: no exported model (out/export.json): only verified runs can be re-scored")
+    scored_before = result.status in ("ok", "invalid") or (result.reason or "").startswith("verified evaluation")
+    if not scored_before:
+        raise RescoreError(f"{run_dir}: the run ended with status {result.status} ({result.reason}): nothing to score")
+    gpu = (result.hardware or {}).get("gpu") or {}
+    train = RunRequest(run_id=result.run_id, train_py=run_dir / "train.py", benchmark=bench, data_dir=data_dir,
+                       fixed_dir=fixed_dir, run_dir=run_dir, env=_rescore_env(result, bench, data_dir, run_dir),
+                       gpu_uuids=[gpu["uuid"]] if gpu.get("uuid") else [])
+    result.status, result.reason = "ok", None
+    result.metrics["val_bpb"] = result.metrics.get("reported_val_bpb")
+    evaluation = run_evaluator(train, bench, backend) if export.get("ok") else None
+    previous = result.evaluation or {}
+    apply_verification(result, export, evaluation)
+    result.evaluation = {**{k: v for k, v in previous.items() if k not in ("export", "evaluator")},
+                         **result.evaluation, "rescored": True}
+    return result
+
+
+def _rescore_env(result: RunResult, bench: Benchmark, data_dir: Path, run_dir: Path) -> dict[str, str]:
+    return {"HARNESS_BENCHMARK": bench.name, "HARNESS_DATA_DIR": str(data_dir),
+            "HARNESS_SEED": str(result.provenance["seed"]), "HARNESS_OUT_DIR": str(run_dir / "out")}
