@@ -25,7 +25,7 @@ BASELINE_DEFAULT = REPO_ROOT / "submissions" / "baseline" / "train.py"
 app = typer.Typer(
     help="Validate, run and score autoresearch-style train.py candidates on fixed benchmarks.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # findings stay one line each: tools parse them
 
 BenchOpt = typer.Option("tiny", "--benchmark", "-b", help="Benchmark name from benchmarks.yaml.")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")

@@ -1,0 +1,144 @@
+"""`harness submit` on the local backend: verified scoring, the keep/discard decision, the store, results.tsv.
+
+The same flow on the docker backend (where hiding the val split is real containment) is in
+tests/test_docker_verified.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.run import RunOptions, execute_run
+from harness.store import ResultStore
+from harness.submit import SubmitOptions, submit
+from tests.conftest import REPO
+
+TOY = REPO / "tests" / "cases" / "toy_train.py"
+SCHEMA = json.loads((REPO / "harness" / "schemas" / "result.schema.json").read_text())
+
+
+@pytest.fixture
+def env(tiny_cache, isolated_dirs, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tiny_cache.data_dir.parent))
+    monkeypatch.setenv("HARNESS_BASELINES", str(isolated_dirs / "baselines.json"))
+    return isolated_dirs
+
+
+def opts(bench, tmp, **kw):
+    kw.setdefault("seeds", 1)
+    return SubmitOptions(benchmark=bench, backend="local", budget_s=2, results_dir=tmp / "results",
+                         calibrate=False, **kw)
+
+
+def test_fake_printed_score_gets_its_true_verified_score(tiny_bench, env):
+    liar = env / "liar.py"
+    liar.write_text(TOY.read_text().replace('print(f"val_bpb:          {bpb:.6f}")',
+                                            'print("val_bpb:          0.000100")'))
+    report = submit(liar, opts(tiny_bench, env))
+    r = report.results[0]
+    assert r.status == "ok" and r.evaluation["mode"] == "verified"
+    assert r.metrics["reported_val_bpb"] == pytest.approx(0.0001)
+    floor = r.provenance["benchmark"]["entropy_floor_bpb"]
+    assert r.val_bpb > floor and r.val_bpb == r.evaluation["evaluator"]["val_bpb"]
+    assert r.evaluation["evaluator"]["causality_probe"]["ok"]
+    assert r.trust == "unisolated"  # scored by fixed code, but local training could reach anything
+
+
+def test_training_does_not_see_the_val_split(tiny_bench, env):
+    probe = env / "probe.py"
+    probe.write_text("import os\nimport prepare\nprint('entries', sorted(os.listdir(prepare.DATA_DIR)))\n"
+                     "try:\n    prepare.make_dataloader(None, 1, 8, 'val')\n    next(prepare.make_dataloader(None, 1, 8, 'val'))\n"
+                     "except RuntimeError as e:\n    print('val refused:', e)\n" + TOY.read_text())
+    r = submit(probe, opts(tiny_bench, env)).results[0]
+    log = Path(r.log_path).read_text()
+    assert "entries ['manifest.json', 'tokenizer', 'train']" in log
+    assert "val refused: the val split is not available in this run" in log
+
+
+def test_non_causal_model_is_invalid(tiny_bench, env):
+    cheat = env / "cheat.py"
+    # Mix the next token's embedding into each position: the model sees the future.
+    cheat.write_text(TOY.read_text().replace(
+        "        logits = self.table(x)\n",
+        "        logits = self.table(x)\n        logits = logits + 5.0 * torch.roll(self.table(x), -1, dims=1)\n"))
+    r = submit(cheat, opts(tiny_bench, env)).results[0]
+    assert r.status == "invalid" and "non-causal" in r.reason and r.val_bpb is None
+
+
+def test_unexportable_model_falls_back_to_self_reported(tiny_bench, env):
+    odd = env / "odd.py"
+    odd.write_text(TOY.read_text().replace(
+        "        logits = self.table(x)\n",
+        "        logits = self.table(x)\n        if logits.sum().item() > 1e30:\n            logits = logits * 0\n"))
+    r = submit(odd, opts(tiny_bench, env)).results[0]
+    assert r.status == "ok" and r.evaluation["mode"] == "compat"
+    assert r.evaluation["export"]["error"] and r.trust == "unisolated"
+    assert r.val_bpb is not None  # train.py's own score, labelled as such
+
+
+def test_decision_store_and_schema(tiny_bench, env):
+    first = submit(TOY, opts(tiny_bench, env, seeds=2, description="toy"))
+    assert first.decision.keep and "first scored submission" in first.decision.reason
+    worse = env / "worse.py"
+    worse.write_text(TOY.read_text().replace("lr=0.05", "lr=0.0000001"))
+    second = submit(worse, opts(tiny_bench, env, seeds=2, description="tiny lr"))
+    assert not second.decision.keep and second.reference.kind == "best"
+    assert second.decision.reason.startswith(("worse", "within noise"))
+    store = ResultStore(env / "results")
+    listing = store.list(include_unverified=True)
+    assert len(listing.rows) == 4 and not listing.problems
+    for row in listing.rows:
+        jsonschema.validate(store.get(row.run_id), SCHEMA)
+        assert row.decision in ("keep", "discard")
+
+
+def test_results_tsv_inside_git(tiny_bench, env):
+    repo = env / "agent"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "train.py").write_text(TOY.read_text())
+    subprocess.run(["git", "-C", str(repo), "add", "train.py"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"],
+                   check=True)
+    report = submit(repo / "train.py", opts(tiny_bench, env, description="first\ttry"))
+    rows = (repo / "results.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    commit, bpb, mem, status, desc = rows[1].split("\t")
+    assert len(commit) >= 7 and float(bpb) == pytest.approx(report.results[0].val_bpb, abs=1e-6)
+    assert status == "keep" and desc == "first try"
+
+
+def test_cli_submit_results_leaderboard_score(tiny_bench, env):
+    runner = CliRunner()
+    out = runner.invoke(app, ["submit", str(TOY), "--backend", "local", "--budget", "2", "--seeds", "1",
+                              "--no-calibrate", "-m", "toy"])
+    assert out.exit_code == 0, out.output
+    assert "keep: first scored submission" in out.output and "val_bpb" in out.output
+    listed = runner.invoke(app, ["results", "list", "--all", "--json"])
+    rows = json.loads(listed.stdout)["rows"]
+    assert len(rows) == 1 and rows[0]["description"] == "toy"
+    board = runner.invoke(app, ["leaderboard", "--all", "--by", "gpu-class"])
+    assert rows[0]["run_id"] in board.output
+    shown = runner.invoke(app, ["results", "show", rows[0]["run_id"][:15]])
+    assert shown.exit_code == 0 and rows[0]["run_id"] in shown.output
+    run_dir = Path(json.loads(runner.invoke(app, ["results", "show", rows[0]["run_id"], "--json"]).stdout)
+                   ["log_path"]).parent
+    rescored = runner.invoke(app, ["score", str(run_dir), "--backend", "local", "--json"])
+    assert rescored.exit_code == 0, rescored.output
+    doc = json.loads(rescored.stdout)
+    assert doc["metrics"]["val_bpb"] == pytest.approx(rows[0]["val_bpb"], rel=1e-9)
+    assert doc["evaluation"]["rescored"] and doc["evaluation"]["decision"] == "keep"
+
+
+def test_cli_submit_refuses_invalid_file(env, tmp_path):
+    bad = tmp_path / "train.py"
+    bad.write_text("import socket\n")
+    out = CliRunner().invoke(app, ["submit", str(bad), "--backend", "local"])
+    assert out.exit_code == 1 and "train.py:1:8: error forbidden-import" in out.output
