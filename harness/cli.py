@@ -452,6 +452,55 @@ def doctor(as_json: bool = JsonOpt) -> None:
     raise typer.Exit(0 if all_ok(checks) else 1)
 
 
+image_app = typer.Typer(help="Run images: build them (offline from Debian packages for cpu) and show them.",
+                        no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(kind: str = typer.Argument(..., help="cpu or cuda."),
+                offline: Optional[bool] = typer.Option(None, "--offline/--online",
+                                                       help="Offline: no registry, wheels downloaded on the host "
+                                                            "(default: offline for cpu, online for cuda)."),
+                as_json: bool = JsonOpt) -> None:
+    """Build and tag a run image and record its id (every result records the image it ran in)."""
+    from harness.images import ImageError, build_image
+
+    if kind not in ("cpu", "cuda"):
+        fail(f"image kind must be cpu or cuda, not {kind!r}")
+    try:
+        info = build_image(kind, offline=offline, progress=lambda m: err.print(m, markup=False, highlight=False))
+    except ImageError as e:
+        fail(str(e), 1)
+    if as_json:
+        emit_json(info.to_json())
+    else:
+        typer.echo(f"{info.tag} {info.id}")
+
+
+@image_app.command("ensure")
+def image_ensure(kind: str = typer.Argument("cpu", help="cpu or cuda.")) -> None:
+    """Build the image only when it is missing or its recipe changed."""
+    from harness.images import ImageError, ensure_image
+
+    try:
+        info = ensure_image(kind, progress=lambda m: err.print(m, markup=False, highlight=False))
+    except ImageError as e:
+        fail(str(e), 1)
+    typer.echo(f"{info.tag} {info.id}")
+
+
+@app.command()
+def janitor() -> None:
+    """Remove leftover harness containers (by label). Run it when no harness run is in progress."""
+    from harness.backends.docker import docker_available, janitor as sweep
+
+    if not docker_available():
+        fail("Docker daemon not reachable: start dockerd (see .ci/docker-up)")
+    removed = sweep()
+    typer.echo("\n".join(removed) if removed else "nothing to remove")
+
+
 def entrypoint() -> None:  # pragma: no cover - for python -m harness
     app(prog_name="harness")
 

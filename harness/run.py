@@ -82,6 +82,13 @@ def make_backend(name: str, image: str | None = None) -> Backend:
     raise RunError(f"unknown backend {name!r}: use local, docker or auto")
 
 
+def default_image(hw: HardwareContext) -> str:
+    """The CUDA image for a GPU run, the CPU image otherwise."""
+    from harness.images import latest_tag
+
+    return latest_tag("cuda" if hw.gpu else "cpu")
+
+
 def run_env(bench: Benchmark, data_dir: Path, run_dir: Path, budget_s: float, seed: int,
             peak_flops: float | str | None) -> dict[str, str]:
     """The environment contract of docs/design.md: what fixed/prepare.py reads."""
@@ -147,8 +154,8 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     if not train_py.is_file():
         raise RunError(f"{train_py}: no such file")
     cache = cache or cache_info(bench, opts.data_dir)
-    backend = backend or make_backend(opts.backend, opts.image)
     hw = opts.hardware or detect_hardware(opts.gpu, opts.nvml_module)
+    backend = backend or make_backend(opts.backend, opts.image or default_image(hw))
     seed = choose_seed(opts.seed)
     budget = float(opts.budget_s if opts.budget_s is not None else bench.time_budget_s)
     # A shorter budget shortens the hard timeout with it, keeping the benchmark's margin for startup and eval.

@@ -18,7 +18,7 @@ from harness.hw.context import HardwareContext, detect_hardware
 from harness.hw.normalize import load_baselines
 from harness import paths
 from harness.result import RunResult, write_json_atomic
-from harness.run import RunOptions, attach_normalization, execute_run, make_backend
+from harness.run import RunOptions, attach_normalization, default_image, execute_run, make_backend
 from harness.stats import Decision, decide, summarize
 from harness.store import ResultStore
 from harness.tsv import append_record, default_tsv_path, git_commit_of
@@ -110,7 +110,7 @@ def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lam
     bench = opts.benchmark
     cache = cache_info(bench)
     hw = hw or detect_hardware(opts.gpu, opts.nvml_module)  # once: every seed runs on the same device
-    backend = make_backend(opts.backend)
+    backend = make_backend(opts.backend, default_image(hw))
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     results: list[RunResult] = []
     for i in range(n):

@@ -15,7 +15,6 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.run import RunOptions, execute_run
 from harness.store import ResultStore
 from harness.submit import SubmitOptions, submit
 from tests.conftest import REPO

@@ -60,6 +60,7 @@ class ProcessOutcome:
     log_truncated: bool
     image: str | None = None  # image id (docker)
     image_tag: str | None = None
+    kill_reason: str | None = None  # why the harness killed the run: "timeout", "output_limit"
 
 
 def visible_data_dir(request: RunRequest) -> Path:

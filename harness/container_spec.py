@@ -1,0 +1,225 @@
+"""The container one run gets: every isolation knob in one pure function.
+
+`container_spec(request, image)` turns a RunRequest into the keyword arguments for
+`docker_client.containers.create(...)`. It touches neither the daemon nor the file system,
+so tests can read every knob without Docker. harness/backends/docker.py is the only caller.
+
+What the run sees inside the container:
+
+    /work/train.py   the candidate (read-only; a copy in run_dir, so editing the
+                     submission during the run changes nothing); absent when
+                     request.mount_train_py is False (the evaluator)
+    /fixed           fixed/ (read-only; PYTHONPATH, so `import prepare` works)
+    /data            the benchmark's data cache (read-only); with request.data_entries only
+                     those top-level entries, each mounted on its own (the rest, e.g. val/, is
+                     not in the container at all)
+    /mnt/<name>      each of request.extra_mounts (read-only)
+    /out             run_dir/out, the ONLY writable bind mount (its size is watched by the backend)
+    /tmp             a tmpfs capped at limits.tmpfs (also charged to the memory limit)
+    /dev/shm         capped at limits.shm
+
+Everything else is the image's read-only root file system. No network, no capabilities,
+no privilege escalation, a pids cap, a memory cap with no extra swap, tini as PID 1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.types
+
+from harness.backends.base import RunRequest, command_paths
+from harness.benchmarks import size_bytes
+
+# Paths inside the container.
+WORK_DIR = "/work"
+TRAIN_PY = "/work/train.py"
+FIXED_MOUNT = "/fixed"
+DATA_MOUNT = "/data"
+OUT_MOUNT = "/out"
+TMP_MOUNT = "/tmp"
+EXTRA_MOUNT_ROOT = "/mnt"  # extra_mounts["export"] -> /mnt/export
+PYTHON = "python3"  # {python} in request.command: the image's venv python is first on PATH
+
+OUT_SUBDIR = "out"  # run_dir/out is what /out shows
+CANDIDATE_NAME = "train.py"  # run_dir/train.py is what /work/train.py shows
+
+DEFAULT_COMMAND = ["python3", "-u", TRAIN_PY]
+DEFAULT_UID = 1000  # 'runner' in the harness images
+
+LABEL = "harness"  # every harness container carries harness=1; the janitor looks for it
+LABEL_RUN_ID = "harness.run_id"
+LABEL_BENCHMARK = "harness.benchmark"
+
+# Host-only variables that must not leak into the container even if the caller put them in
+# request.env: they name host paths or host device indices that mean nothing inside.
+_HOST_ONLY_ENV = frozenset({
+    "PATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HOSTNAME", "PWD", "OLDPWD", "USER",
+    "LOGNAME", "SHELL", "TERM", "DISPLAY", "SSH_AUTH_SOCK",
+})
+
+
+def out_dir(request: RunRequest) -> Path:
+    """The host directory the container sees as /out."""
+    return Path(request.run_dir) / OUT_SUBDIR
+
+
+def candidate_path(request: RunRequest) -> Path:
+    """The host file the container sees as /work/train.py (the backend copies the candidate here)."""
+    return Path(request.run_dir) / CANDIDATE_NAME
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _safe(kind: str, name: str) -> str:
+    if not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"{kind} {name!r} is not a plain file name (letters, digits, _ . -)")
+    return name
+
+
+def extra_mount_target(name: str) -> str:
+    return f"{EXTRA_MOUNT_ROOT}/{_safe('extra mount name', name)}"
+
+
+def container_command(request: RunRequest) -> list[str]:
+    """request.command with its {placeholders} as the container sees them, or the default."""
+    command = command_paths(
+        request, python=PYTHON, fixed=FIXED_MOUNT, data=DATA_MOUNT, out=OUT_MOUNT, train_py=TRAIN_PY,
+        mounts={name: extra_mount_target(name) for name in request.extra_mounts})
+    return command or list(DEFAULT_COMMAND)
+
+
+def container_name(run_id: str) -> str:
+    """A valid, recognisable container name: harness-<run id> with odd characters replaced."""
+    safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", run_id).strip(".-") or "run"
+    return f"harness-{safe}"[:128]
+
+
+@dataclass
+class ContainerSpec:
+    """Exactly the keyword arguments of `client.containers.create(...)` for one run."""
+
+    image: str
+    command: list[str]
+    name: str
+    user: str
+    working_dir: str
+    environment: dict[str, str]
+    mounts: list[docker.types.Mount]
+    tmpfs: dict[str, str]
+    read_only: bool
+    network_mode: str
+    cap_drop: list[str]
+    security_opt: list[str]
+    pids_limit: int
+    mem_limit: int
+    memswap_limit: int
+    shm_size: int
+    init: bool
+    labels: dict[str, str]
+    hostname: str = "harness"
+    nano_cpus: int | None = None
+    device_requests: list[docker.types.DeviceRequest] | None = None
+    ulimits: list[docker.types.Ulimit] = field(default_factory=list)
+    # Output is streamed over `attach`; the daemon keeps no copy, so a stdout flood cannot
+    # fill the daemon's disk (and the container is removed afterwards anyway).
+    log_config: docker.types.LogConfig | None = None
+    stdin_open: bool = False
+    tty: bool = False
+
+    def to_create_kwargs(self) -> dict[str, Any]:
+        """The kwargs for `client.containers.create(**kwargs)`; None-valued knobs left out."""
+        kwargs = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary (for results and `--dry-run` style output)."""
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        d["mounts"] = [dict(m) for m in self.mounts]
+        d["device_requests"] = [dict(r) for r in (self.device_requests or [])]
+        d["ulimits"] = [dict(u) for u in self.ulimits]
+        d["log_config"] = dict(self.log_config) if self.log_config is not None else None
+        return d
+
+
+def container_env(request: RunRequest, gpus: bool) -> dict[str, str]:
+    """request.env rewritten for the container's paths, host-only variables dropped."""
+    host_paths = {
+        str(Path(request.data_dir)): DATA_MOUNT,
+        str(Path(request.fixed_dir)): FIXED_MOUNT,
+        str(out_dir(request)): OUT_MOUNT,
+        **{str(Path(p)): extra_mount_target(n) for n, p in request.extra_mounts.items()},
+    }
+    env: dict[str, str] = {}
+    for key, value in request.env.items():
+        if key in _HOST_ONLY_ENV:
+            continue
+        value = str(value)
+        env[key] = host_paths.get(value, host_paths.get(value.rstrip("/"), value))
+    env.update({
+        "HARNESS_DATA_DIR": DATA_MOUNT,
+        "HARNESS_OUT_DIR": OUT_MOUNT,
+        "PYTHONPATH": FIXED_MOUNT,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # the mounts are read-only; don't even try
+        "HOME": TMP_MOUNT,
+        "TMPDIR": TMP_MOUNT,
+        # getpass.getuser() (torch's compile caches use it) needs a name even when the uid has
+        # no passwd entry in the image
+        "USER": "runner",
+        "LOGNAME": "runner",
+    })
+    if gpus:
+        env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+    return env
+
+
+def container_spec(request: RunRequest, image: str, uid: int = DEFAULT_UID) -> ContainerSpec:
+    """The container for one run. Pure: reads only its arguments."""
+    limits = request.benchmark.limits
+    memory = size_bytes(limits.memory)
+    gpus = list(request.gpu_uuids)
+    def ro(target: str, source: Path) -> docker.types.Mount:
+        return docker.types.Mount(target, str(Path(source).absolute()), type="bind", read_only=True)
+
+    mounts = []
+    if request.mount_train_py:
+        mounts.append(ro(TRAIN_PY, candidate_path(request)))
+    mounts.append(ro(FIXED_MOUNT, request.fixed_dir))
+    if request.data_entries is None:
+        mounts.append(ro(DATA_MOUNT, request.data_dir))
+    else:
+        for entry in request.data_entries:
+            mounts.append(ro(f"{DATA_MOUNT}/{_safe('data entry', entry)}", Path(request.data_dir) / entry))
+    for name, source in sorted(request.extra_mounts.items()):
+        mounts.append(ro(extra_mount_target(name), source))
+    mounts.append(docker.types.Mount(OUT_MOUNT, str(out_dir(request).absolute()), type="bind", read_only=False))
+    return ContainerSpec(
+        image=image,
+        command=container_command(request),
+        name=container_name(request.run_id),
+        user=f"{uid}:{uid}",
+        working_dir=WORK_DIR,
+        environment=container_env(request, gpus=bool(gpus)),
+        mounts=mounts,
+        tmpfs={TMP_MOUNT: f"size={limits.tmpfs},mode=1777"},
+        read_only=True,
+        network_mode="none",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=int(limits.pids),
+        mem_limit=memory,
+        memswap_limit=memory,  # equal: no swap on top of the memory limit
+        shm_size=size_bytes(limits.shm),
+        init=True,  # tini as PID 1: reaps zombies, forwards signals, and its exit ends everything
+        labels={LABEL: "1", LABEL_RUN_ID: request.run_id, LABEL_BENCHMARK: request.benchmark.name},
+        nano_cpus=int(round(limits.cpus * 1e9)) if limits.cpus else None,
+        device_requests=[docker.types.DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])] if gpus else None,
+        ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],  # no core dumps
+        log_config=docker.types.LogConfig(type="none"),
+    )
