@@ -2,7 +2,11 @@
 
     python -m harness.bench [--seconds S]
 
-Sections: the dataloader (tokens/s on one core vs what an H100 consumes with the baseline).
+Sections:
+  dataloader   tokens/s on one core vs what an H100 consumes with the baseline (goal >= 10x)
+  containers   steps in a container vs on the local backend, same train.py and budget (goal >= 0.97),
+               and a warm container's start-to-first-output latency (goal < 3 s)
+  telemetry    the NVML sampler's CPU cost (goal < 1 % of a core; a fake NVML where there is no GPU)
 """
 
 from __future__ import annotations
@@ -49,12 +53,82 @@ def bench_dataloader(seconds: float, report: Callable[[str], None]) -> None:
                f"{H100_TOKENS_PER_S / 1e6:.1f} M/s (goal >= {LOADER_GOAL:g}x) {verdict}")
 
 
+STEPS_GOAL = 0.97
+LATENCY_GOAL_S = 3.0
+SAMPLER_GOAL = 0.01
+
+
+def bench_containers(budget: float, report: Callable[[str], None]) -> None:
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from harness.backends.base import RunRequest
+    from harness.backends.docker import DockerBackend, docker_available
+    from harness.run import RunOptions, execute_run
+
+    if not docker_available():
+        report("containers: skipped: no Docker daemon reachable (start one with .ci/docker-up)")
+        return
+    bench = get_benchmark("tiny")
+    baseline = paths.REPO_ROOT / "submissions" / "baseline" / "train.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = {}
+        for backend in ("local", "docker"):  # one after the other, same machine, same budget, same seed
+            opts = RunOptions(benchmark=bench, backend=backend, budget_s=budget, seed=1, calibrate=False,
+                              runs_dir=Path(tmp) / "runs", baselines_path=Path(tmp) / "b.json")
+            r = execute_run(baseline, opts)
+            steps[backend] = r.metrics.get("num_steps") or 0
+        ratio = steps["docker"] / max(1, steps["local"])
+        report(f"containers: baseline steps in {budget:g}s: docker {steps['docker']} vs local {steps['local']} = "
+               f"{ratio:.3f} (goal >= {STEPS_GOAL}) {'ok' if ratio >= STEPS_GOAL else 'BELOW GOAL'}")
+        backend = DockerBackend()
+        latencies = []
+        for i in range(5):
+            run_dir = Path(tmp) / f"lat{i}"
+            (run_dir / "out").mkdir(parents=True)
+            (run_dir / "train.py").write_text("print('ready', flush=True)\n")
+            req = RunRequest(run_id=f"bench-latency-{i}", train_py=run_dir / "train.py", benchmark=bench,
+                             data_dir=paths.data_dir("tiny"), fixed_dir=paths.fixed_dir(), run_dir=run_dir,
+                             hard_timeout_s=60)
+            out = backend.execute(req, lambda _line: None)
+            if out.first_output_at:
+                latencies.append(out.first_output_at - out.started_at)
+        med = statistics.median(latencies) if latencies else float("nan")
+        report(f"containers: warm start to first output: median {med:.2f}s over {len(latencies)} "
+               f"(goal < {LATENCY_GOAL_S:g}s) {'ok' if med < LATENCY_GOAL_S else 'ABOVE GOAL'}")
+
+
+def bench_telemetry(seconds: float, report: Callable[[str], None]) -> None:
+    from harness.hw.nvml import NvmlUnavailable
+    from harness.hw.telemetry import measure_sampler_overhead
+
+    try:
+        o, where = measure_sampler_overhead(seconds), "real NVML"
+    except NvmlUnavailable:
+        from harness.hw.telemetry import load_module_from_path
+
+        fake = load_module_from_path(str(paths.REPO_ROOT / "tests" / "fakes" / "pynvml.py"))
+        o, where = measure_sampler_overhead(seconds, nvml_module=fake), "fake NVML (no GPU here)"
+    report(f"telemetry: sampler at {o.interval_s:g}s uses {o.cpu_fraction * 100:.3f}% of a core, {where} "
+           f"(goal < {SAMPLER_GOAL * 100:g}%) {'ok' if o.cpu_fraction < SAMPLER_GOAL else 'ABOVE GOAL'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure")
+    parser.add_argument("--budget", type=float, default=20.0, help="training budget for the steps comparison")
+    parser.add_argument("--only", choices=["dataloader", "containers", "telemetry"], default=None)
     args = parser.parse_args()
-    print(f"harness bench · {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · repo {paths.repo_root()}")
-    bench_dataloader(args.seconds, print)
+    print(f"harness bench · {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · repo {paths.repo_root()}",
+          flush=True)
+    report = lambda line: print(line, flush=True)  # noqa: E731
+    if args.only in (None, "telemetry"):
+        bench_telemetry(args.seconds, report)
+    if args.only in (None, "containers"):
+        bench_containers(args.budget, report)
+    if args.only in (None, "dataloader"):  # last: it pins this process to one core
+        bench_dataloader(args.seconds, report)
 
 
 if __name__ == "__main__":

@@ -462,6 +462,8 @@ def image_build(kind: str = typer.Argument(..., help="cpu or cuda."),
                 offline: Optional[bool] = typer.Option(None, "--offline/--online",
                                                        help="Offline: no registry, wheels downloaded on the host "
                                                             "(default: offline for cpu, online for cuda)."),
+                base: Optional[str] = typer.Option(None, "--base", help="Base image (offline cuda: "
+                                                   "harness-base:bookworm-dev)."),
                 as_json: bool = JsonOpt) -> None:
     """Build and tag a run image and record its id (every result records the image it ran in)."""
     from harness.images import ImageError, build_image
@@ -469,7 +471,8 @@ def image_build(kind: str = typer.Argument(..., help="cpu or cuda."),
     if kind not in ("cpu", "cuda"):
         fail(f"image kind must be cpu or cuda, not {kind!r}")
     try:
-        info = build_image(kind, offline=offline, progress=lambda m: err.print(m, markup=False, highlight=False))
+        info = build_image(kind, offline=offline, base_image=base,
+                           progress=lambda m: err.print(m, markup=False, highlight=False))
     except ImageError as e:
         fail(str(e), 1)
     if as_json:
