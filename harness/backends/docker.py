@@ -28,7 +28,6 @@ returns an outcome with aborted=True. Nothing global is installed (no signal han
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 import queue
@@ -45,6 +44,7 @@ import docker.errors
 import requests
 
 from harness.backends.base import LineCallback, ProcessOutcome, RunRequest
+from harness.backends.logsink import LogSink
 from harness.benchmarks import size_bytes
 from harness.container_spec import (
     DEFAULT_UID,
@@ -57,7 +57,6 @@ from harness.container_spec import (
 
 DEFAULT_IMAGE = "harness-cpu:latest"
 LOG_NAME = "log.txt"
-MAX_LINE_BYTES = 64 * 1024  # a longer line (or endless bytes without a newline) is split
 OUTPUT_POLL_S = 0.5  # how often run_dir/out is measured
 TICK_S = 0.1  # how often the calling thread looks at the clock
 EXIT_DRAIN_S = 5.0  # after the exit, how long the reader may take to deliver the rest
@@ -156,123 +155,8 @@ def _explain_api_error(err: Exception, request: RunRequest) -> str:
     return f"Docker refused the container ({text})"
 
 
-# --------------------------------------------------------------------------------------------
-# the log
-
-
-class _LogSink:
-    """Splits the output into lines, keeps the log file capped, queues lines for on_line.
-
-    Fed by the reader thread; the calling thread takes lines from `lines`. The file holds the
-    head (up to cap - tail_cap bytes) and, when that overflows, a marker and then the last
-    tail_cap bytes (written at the end). Memory stays bounded by the cap.
-    """
-
-    def __init__(self, path: Path, cap: int):
-        self.path = path
-        self.cap = max(int(cap), 0)
-        self.tail_cap = min(self.cap // 4, 1 << 20)
-        self.head_cap = self.cap - self.tail_cap
-        self.file = open(path, "wb")
-        self.lock = threading.Lock()
-        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.head_bytes = 0
-        self.truncated = False
-        self.dropped_bytes = 0
-        self.dropped_lines = 0
-        self.tail: collections.deque[bytes] = collections.deque()
-        self.tail_bytes = 0
-        self.partial: dict[int, bytes] = {}
-        self.first_output_at: float | None = None
-        self.total_bytes = 0
-        self.closed = False
-
-    def feed(self, chunk: bytes, stream: int = 1) -> None:
-        """Bytes from stdout (stream 1) or stderr (2); each stream has its own partial line, so
-        an unbuffered print() (text and newline are two writes) never gets split by the other."""
-        if not chunk:
-            return
-        with self.lock:
-            if self.closed:
-                return
-            if self.first_output_at is None:
-                self.first_output_at = time.time()
-            self.total_bytes += len(chunk)
-            parts = (self.partial.get(stream, b"") + chunk).split(b"\n")
-            rest = parts.pop()
-            for p in parts:
-                self._split_line(p)
-            while len(rest) > MAX_LINE_BYTES:
-                self._line(rest[:MAX_LINE_BYTES] + b"\n")
-                rest = rest[MAX_LINE_BYTES:]
-            self.partial[stream] = rest
-
-    def _split_line(self, p: bytes) -> None:
-        for i in range(0, max(len(p), 1), MAX_LINE_BYTES):
-            self._line(p[i:i + MAX_LINE_BYTES] + b"\n")
-
-    def _line(self, line: bytes) -> None:
-        # caller holds the lock
-        if not self.truncated and self.head_bytes + len(line) <= self.head_cap:
-            self.file.write(line)
-            self.head_bytes += len(line)
-            self.lines.put(_decode(line))
-            return
-        if not self.truncated:
-            self.truncated = True
-            note = (f"[harness] log cap of {self.cap} bytes reached: the middle of the output is dropped, "
-                    f"the last {self.tail_cap} bytes follow at the end")
-            self.file.write(note.encode() + b"\n")
-            self.file.flush()
-            self.lines.put(note)
-        self.tail.append(line)
-        self.tail_bytes += len(line)
-        while self.tail_bytes > self.tail_cap and self.tail:
-            old = self.tail.popleft()
-            self.tail_bytes -= len(old)
-            self.dropped_bytes += len(old)
-            self.dropped_lines += 1
-
-    def note(self, text: str) -> None:
-        """A harness line (kill reasons): in the log and to on_line, never dropped."""
-        with self.lock:
-            if self.closed:
-                return
-            if self.truncated:  # delivered with the tail at the end
-                self.tail.append(text.encode() + b"\n")
-                self.tail_bytes += len(text) + 1
-            else:
-                self.file.write(text.encode() + b"\n")
-                self.file.flush()
-                self.lines.put(text)
-
-    def close(self) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            for stream in sorted(self.partial):
-                if self.partial[stream]:
-                    self._split_line(self.partial[stream])
-            self.partial.clear()
-            if self.truncated:
-                note = (f"[harness] log truncated: {self.dropped_bytes} bytes ({self.dropped_lines} lines) "
-                        f"dropped; the last {self.tail_bytes} bytes of the output follow")
-                self.file.write(note.encode() + b"\n")
-                self.lines.put(note)
-                for line in self.tail:
-                    self.file.write(line)
-                    self.lines.put(_decode(line))
-                self.tail.clear()
-            self.file.close()
-            self.closed = True
-
-
-def _decode(line: bytes) -> str:
-    return line.rstrip(b"\n").rstrip(b"\r").decode("utf-8", errors="replace")
-
-
 class _Reader(threading.Thread):
-    def __init__(self, stream: Any, sink: _LogSink):
+    def __init__(self, stream: Any, sink: LogSink):
         super().__init__(name="harness-docker-reader", daemon=True)
         self.stream = stream
         self.sink = sink
@@ -343,7 +227,7 @@ class DockerBackend:
         st = _State()
         run_dir = Path(request.run_dir)
         log_path = run_dir / LOG_NAME
-        sink: _LogSink | None = None
+        sink: LogSink | None = None
         container = None
         stream = None
         created = False
@@ -351,7 +235,7 @@ class DockerBackend:
         try:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                sink = _LogSink(log_path, request.log_cap_bytes)
+                sink = LogSink(log_path, request.log_cap_bytes)
                 client = self._get_client(st)
                 if client is None:
                     return self._outcome(st, request, sink, log_path, t_begin)
@@ -497,7 +381,7 @@ class DockerBackend:
             pass
         return client.containers.create(**kwargs)
 
-    def _supervise(self, request: RunRequest, container: Any, sink: _LogSink, reader: _Reader,
+    def _supervise(self, request: RunRequest, container: Any, sink: LogSink, reader: _Reader,
                    waiter: _Waiter, on_line: LineCallback, st: _State) -> None:
         deadline = st.started_at + request.hard_timeout_s
         out = out_dir(request)
@@ -547,7 +431,7 @@ class DockerBackend:
         if st.ended_at is None:
             st.ended_at = time.time()
 
-    def _kill(self, container: Any, sink: _LogSink, st: _State, reason: str, note: str) -> None:
+    def _kill(self, container: Any, sink: LogSink, st: _State, reason: str, note: str) -> None:
         st.ended_at = time.time()
         try:
             container.kill()
@@ -559,7 +443,7 @@ class DockerBackend:
         st.kill_reason = reason
         sink.note(note)
 
-    def _deliver(self, sink: _LogSink, on_line: LineCallback, st: _State, final: bool = False) -> None:
+    def _deliver(self, sink: LogSink, on_line: LineCallback, st: _State, final: bool = False) -> None:
         if final:
             sink.close()
         while True:
@@ -612,7 +496,7 @@ class DockerBackend:
         msg = f"could not remove container {name} ({last}): run `harness janitor` once dockerd is back"
         st.infra_error = f"{st.infra_error}; {msg}" if st.infra_error else msg
 
-    def _outcome(self, st: _State, request: RunRequest, sink: _LogSink | None, log_path: Path,
+    def _outcome(self, st: _State, request: RunRequest, sink: LogSink | None, log_path: Path,
                  t_begin: float) -> ProcessOutcome:
         if sink is not None:
             if st.infra_error and sink.head_bytes == 0 and not sink.closed:

@@ -17,9 +17,6 @@ import time
 from harness.backends.base import LineCallback, ProcessOutcome, RunRequest, command_paths, visible_data_dir
 from harness.backends.logsink import LogSink
 
-MAX_LINE = 64 * 1024  # a line longer than this is split: one giant line must not eat the memory
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill the whole process group, so children the candidate started die with it."""
     try:
@@ -28,10 +25,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _reader(stream, lines: queue.Queue) -> None:
-    for raw in iter(lambda: stream.readline(MAX_LINE), b""):
-        lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
-    lines.put(None)
+def _reader(fd: int, sink: LogSink) -> None:
+    """Read raw bytes until the pipe closes; the sink splits, caps and queues them."""
+    while chunk := os.read(fd, 1 << 16):
+        sink.feed(chunk, 1)
 
 
 class LocalBackend:
@@ -64,30 +61,33 @@ class LocalBackend:
             sink.close()
             return ProcessOutcome("local", False, None, False, False, False, f"cannot start {command[0]}: {e}",
                                   started, None, time.time(), sink.path, False)
-        lines: queue.Queue = queue.Queue(maxsize=10_000)
-        reader = threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True)
+        reader = threading.Thread(target=_reader, args=(proc.stdout.fileno(), sink), daemon=True)
         reader.start()
         deadline = started + request.hard_timeout_s
-        try:
-            while True:
+
+        def deliver(block: float) -> None:
+            try:
+                on_line(sink.lines.get(timeout=block) if block else sink.lines.get_nowait())
+            except queue.Empty:
+                return
+            while True:  # the rest of what is queued, without waiting
                 try:
-                    line = lines.get(timeout=max(0.0, min(0.5, deadline - time.time())))
+                    on_line(sink.lines.get_nowait())
                 except queue.Empty:
-                    if proc.poll() is not None:  # exited; a leftover child may still hold the pipe open
-                        break
-                    line = ""
-                if line is None:  # the output closed: the process (and its children) are done with it
-                    break
-                if line:
-                    sink.write_line(line)
-                    on_line(line)
+                    return
+
+        try:
+            while reader.is_alive():
+                deliver(max(0.0, min(0.25, deadline - time.time())))
                 if time.time() >= deadline:  # the harness owns the clock
                     timed_out = True
-                    _kill_group(proc)
+                    sink.note(f"[harness] hard timeout: killed after {request.hard_timeout_s:g} s")
+                    break
+                if proc.poll() is not None and sink.lines.empty():
+                    reader.join(timeout=0.5)  # exited; a leftover child may still hold the pipe open
                     break
         except KeyboardInterrupt:
             aborted = True
-            _kill_group(proc)
         finally:
             _kill_group(proc)  # nothing the candidate started outlives the run
             try:
@@ -96,15 +96,11 @@ class LocalBackend:
                 exit_code = None
             ended = time.time()
             reader.join(timeout=2)  # the group is dead, so the pipe closes and the reader finishes
-            while True:  # drain what is already read, without waiting
-                try:
-                    line = lines.get_nowait()
-                except queue.Empty:
-                    break
-                if line:
-                    sink.write_line(line)
             sink.close()
+            deliver(0)  # lines read at the end, and the tail of a capped log
+            proc.stdout.close()
         return ProcessOutcome(
             backend="local", isolated=False, exit_code=exit_code, timed_out=timed_out, aborted=aborted,
             oom_killed=False, infra_error=None, started_at=started, first_output_at=sink.first_output_at,
-            ended_at=ended, log_path=sink.path, log_truncated=sink.truncated)
+            ended_at=ended, log_path=sink.path, log_truncated=sink.truncated,
+            kill_reason="timeout" if timed_out else None)
