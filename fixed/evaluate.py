@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare  # noqa: E402  (the fixed module next to this file)
 
-PROBE_POSITIONS = (1, 0.25, 0.5, 0.75)  # where the future is changed: a token index, or a fraction of T
-PROBE_TOLERANCE = 1e-3  # max |logit difference| before position t; float noise is far below this
+PROBE_DRAWS = 2  # random cut positions per probed batch, each row its own, drawn from the OS
+PROBE_EXTRA = 0.125  # besides the first batch, each later scoring batch is probed with this chance
+PROBE_TOLERANCE = 1e-3  # max |logit difference| before the cut; float noise is far below this
 
 
 def load_program(path, device):
@@ -46,20 +48,25 @@ def run_logits(model, x, batch):
     return out[:n].float()
 
 
-def causality_probe(model, rows, batch, vocab, seed=0):
-    """Max change of the logits before t when the tokens from t on are replaced by random ones."""
-    g = torch.Generator().manual_seed(seed)
-    T = rows.shape[1]
-    x = rows[:1]
-    base = run_logits(model, x, batch)
+def causality_probe(model, x, base, batch, vocab, rng):
+    """Max change of the logits before each row's cut when the tokens from the cut on are replaced.
+
+    The probe runs on a real scoring batch (same rows and shape as a scoring call, so a model cannot
+    tell the two apart), with cut positions drawn per row from the OS's randomness."""
+    n, T = x.shape
     worst = {"max_diff": 0.0, "position": None}
-    for p in PROBE_POSITIONS:
-        t = p if isinstance(p, int) else max(1, int(T * p))
-        x2 = x.clone()
-        x2[:, t:] = torch.randint(0, vocab - len(prepare.SPECIAL_TOKENS), (1, T - t), generator=g).to(x.device)
-        diff = (run_logits(model, x2, batch)[:, :t] - base[:, :t]).abs().max().item()
-        if not math.isfinite(diff) or diff > worst["max_diff"] or worst["position"] is None:
-            worst = {"max_diff": diff if math.isfinite(diff) else float("inf"), "position": t}
+    g = torch.Generator().manual_seed(rng.getrandbits(63))  # seeded from the OS: unknowable to the model
+    for _ in range(PROBE_DRAWS):
+        cuts = torch.randint(1, T, (n,), generator=g).to(x.device)
+        future = torch.arange(T, device=x.device)[None, :] >= cuts[:, None]
+        noise = torch.randint(0, vocab - len(prepare.SPECIAL_TOKENS), (n, T), generator=g).to(x.device)
+        logits = run_logits(model, torch.where(future, noise, x), batch)
+        past = ~future
+        diff = ((logits - base).abs().amax(dim=-1) * past).amax(dim=-1)  # per row, before its cut
+        row = int(diff.argmax())
+        d = diff[row].item()
+        if not math.isfinite(d) or d > worst["max_diff"] or worst["position"] is None:
+            worst = {"max_diff": d if math.isfinite(d) else float("inf"), "position": int(cuts[row])}
     worst["ok"] = worst["max_diff"] <= PROBE_TOLERANCE
     worst["tolerance"] = PROBE_TOLERANCE
     return worst
@@ -81,22 +88,26 @@ def evaluate(program_path, batch_size=32, device=None):
     token_bytes = prepare.get_token_bytes(device)
     result = {"ok": False, "rows": n_rows, "seq_len": T, "eval_tokens": prepare.EVAL_TOKENS,
               "device": str(device), "benchmark": prepare.BENCHMARK}
-    first = torch.from_numpy(stream.next_rows(batch, T)).to(device)
-    probe = causality_probe(model, first[:, :-1], fixed_batch, prepare.VOCAB_SIZE)
-    result["causality_probe"] = probe
-    if not probe["ok"]:
-        result["error"] = (f"non-causal model: changing tokens from position {probe['position']} on changed "
-                           f"earlier logits by {probe['max_diff']:.3g} (tolerance {PROBE_TOLERANCE:g})")
-        return result
-    total_nats, total_bytes, scored, done = 0.0, 0, 0, 0
-    rows = first
-    while True:
-        rows = rows[: n_rows - done]
+    rng = random.SystemRandom()  # not reproducible on purpose: a model cannot learn where probes cut
+    total_nats, total_bytes, scored, done, probes = 0.0, 0, 0, 0, []
+    while done < n_rows:
+        rows = torch.from_numpy(stream.next_rows(min(batch, n_rows - done), T)).to(device)
         x, y = rows[:, :-1], rows[:, 1:]
         logits = run_logits(model, x, fixed_batch)
         if logits.shape[:2] != y.shape or logits.shape[-1] < prepare.VOCAB_SIZE:
             result["error"] = f"the model returned logits of shape {tuple(logits.shape)}, expected [B, {T}, >= V]"
             return result
+        if not torch.isfinite(logits).all():
+            result.update(nonfinite=True, error="the model's logits are not finite (NaN or inf)")
+            return result
+        if done == 0 or rng.random() < PROBE_EXTRA:
+            probe = causality_probe(model, x, logits, fixed_batch, prepare.VOCAB_SIZE, rng)
+            probes.append(probe)
+            if not probe["ok"]:
+                result["causality_probe"] = probe
+                result["error"] = (f"non-causal model: changing the tokens from position {probe['position']} on "
+                                   f"changed earlier logits by {probe['max_diff']:.3g} (tolerance {PROBE_TOLERANCE:g})")
+                return result
         nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").double()
         nbytes = token_bytes[y.reshape(-1)]
         mask = nbytes > 0
@@ -104,9 +115,8 @@ def evaluate(program_path, batch_size=32, device=None):
         total_bytes += int(nbytes.sum().item())
         scored += int(mask.sum().item())
         done += rows.shape[0]
-        if done >= n_rows:
-            break
-        rows = torch.from_numpy(stream.next_rows(min(batch, n_rows - done), T)).to(device)
+    result["causality_probe"] = {"ok": True, "batches_probed": len(probes), "tolerance": PROBE_TOLERANCE,
+                                 "max_diff": max(p["max_diff"] for p in probes)}
     bpb = total_nats / (math.log(2) * total_bytes)
     result.update({"ok": math.isfinite(bpb), "val_bpb": bpb if math.isfinite(bpb) else None,
                    "total_nats": total_nats, "total_bytes": total_bytes, "scored_tokens": scored,
@@ -114,6 +124,17 @@ def evaluate(program_path, batch_size=32, device=None):
     if not math.isfinite(bpb):
         result["error"] = "the score is not finite (NaN or inf logits)"
     return result
+
+
+def _finite(value):
+    """JSON has no NaN: non-finite numbers become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def main():
@@ -129,9 +150,9 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
+    tmp.write_text(json.dumps(_finite(result), indent=1))
     os.replace(tmp, out)
-    print("evaluation " + json.dumps(result), flush=True)
+    print("evaluation " + json.dumps(_finite(result)), flush=True)
     return 0 if result.get("ok") else 1
 
 

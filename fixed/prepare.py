@@ -639,6 +639,7 @@ def export_model(model, out_dir=None):
     out_dir = Path(out_dir or OUT_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "_orig_mod", model)  # torch.compile wraps the module: export the original
+    was_training = module.training
     info = {"ok": False, "error": None, "file": EXPORT_FILE, "seq_len": MAX_SEQ_LEN, "vocab_size": VOCAB_SIZE,
             "dynamic_batch": None, "batch": None, "torch": torch.__version__}
     t0 = time.time()
@@ -647,7 +648,7 @@ def export_model(model, out_dir=None):
         info["device"] = str(device)
         wrapper = _Logits(module).eval()
         example = torch.zeros((EXPORT_BATCH, MAX_SEQ_LEN), dtype=torch.long, device=device)
-        example[:, 0] = VOCAB_SIZE - len(SPECIAL_TOKENS)  # a BOS, as every row starts
+        example[:, 0] = _MANIFEST["tokenizer"]["bos_id"] if _MANIFEST else VOCAB_SIZE - len(SPECIAL_TOKENS)
         with torch.no_grad():
             try:
                 batch = torch.export.Dim("batch", min=1, max=4096)
@@ -663,6 +664,7 @@ def export_model(model, out_dir=None):
         info["ok"] = True
     except Exception as e:  # noqa: BLE001 - any failure is reported, never a silent pass
         info["error"] = f"{type(e).__name__}: {e}"[:4000]
+    module.train(was_training)
     info["seconds"] = round(time.time() - t0, 2)
     tmp = out_dir / (EXPORT_INFO + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))

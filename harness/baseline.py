@@ -17,8 +17,7 @@ from harness.hw.context import detect_hardware
 from harness.hw.normalize import Baselines, add_sample, load_baselines, save_baselines
 from harness.result import RunResult
 from harness.stats import Sample, summarize
-from harness.store import ResultStore
-from harness.submit import SubmitOptions, check_valid, run_seeds
+from harness.submit import SubmitOptions, check_valid, counted_runs, run_seeds
 
 BASELINE_SUBMISSION = paths.REPO_ROOT / "submissions" / "baseline" / "train.py"
 Event = Callable[[str, Any], None]
@@ -47,11 +46,8 @@ def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: boo
             on_event: Event) -> tuple[str, list[RunResult], list[RunResult]]:
     check_valid(train_py, opts.benchmark)
     hw = detect_hardware(opts.gpu, opts.nvml_module)
-    results = run_seeds(train_py, opts, runs, on_event, hw)
-    store = ResultStore(opts.results_dir)
-    for r in results:
-        store.put(r.to_dict())
-    used = [r for r in results if r.status == "ok" and r.val_bpb is not None and (include_flagged or not r.flags)]
+    results = run_seeds(train_py, opts, runs, on_event, hw)  # each run is stored as it ends
+    used = [r for r in counted_runs(results, opts.verified) if include_flagged or not r.flags]
     return hw.cls.label, results, used
 
 

@@ -60,6 +60,24 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def setup_errors() -> Iterator[None]:
+    """Errors that stop a command before or between runs, as one clear line (exit 2; 1 for a bad file)."""
+    from harness.data import DataError
+    from harness.hw.context import HardwareError
+    from harness.run import RunError
+    from harness.submit import SubmitError
+
+    try:
+        yield
+    except SubmitError as e:
+        for finding in (e.report.findings if e.report else []):
+            err.print(finding.format(), markup=False, highlight=False)
+        fail(str(e), 1)
+    except (RunError, DataError, HardwareError, OSError) as e:
+        fail(str(e))
+
+
 @app.callback(invoke_without_command=True)
 def main(version: bool = typer.Option(False, "--version", help="Print the harness version and exit.")) -> None:
     if version:
@@ -194,23 +212,14 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
 
     Exit 0 when the decision is keep, 1 when discard or nothing scored, 2 for usage errors.
     """
-    from harness.data import DataError
     from harness.display import RunDisplay
-    from harness.run import RunError
-    from harness.submit import SubmitError, submit as do_submit
+    from harness.submit import submit as do_submit
 
     bench = bench_or_exit(benchmark)
     opts = _submit_options(bench, seeds=seeds, description=message, backend=backend, verified=not compat,
                            budget_s=budget, results_dir=results, calibrate=not no_calibrate)
-    try:
-        with sigterm_as_interrupt():
-            report = do_submit(train_py, opts, on_event=RunDisplay(err))
-    except SubmitError as e:
-        for finding in (e.report.findings if e.report else []):
-            err.print(finding.format(), markup=False, highlight=False)
-        fail(str(e), 1)
-    except (RunError, DataError, OSError) as e:
-        fail(str(e))
+    with sigterm_as_interrupt(), setup_errors():
+        report = do_submit(train_py, opts, on_event=RunDisplay(err))
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -232,7 +241,8 @@ def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (run
     from harness import paths
     from harness.data import DataError, cache_info
     from harness.result import write_json_atomic
-    from harness.run import make_backend
+    from harness.hw.context import HardwareError, detect_hardware
+    from harness.run import default_image, make_backend
     from harness.scorecard import score_card
     from harness.store import ResultStore
     from harness.verify import RescoreError, rescore
@@ -240,9 +250,14 @@ def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (run
     try:
         doc = json.loads((run_dir / "result.json").read_text())
         bench = bench_or_exit(doc["provenance"]["benchmark"]["name"])
-        result = rescore(run_dir, bench, make_backend(backend), cache_info(bench).data_dir, paths.fixed_dir())
-    except (OSError, ValueError, KeyError, RescoreError, DataError) as e:
+        # The image the run used (a GPU run's exported program needs the CUDA image).
+        image = ((doc["provenance"].get("image") or {}).get("tag")
+                 or default_image(detect_hardware((((doc.get("hardware") or {}).get("gpu")) or {}).get("uuid"))))
+        result = rescore(run_dir, bench, make_backend(backend, image), cache_info(bench).data_dir, paths.fixed_dir())
+    except (OSError, ValueError, KeyError, RescoreError, DataError, HardwareError) as e:
         fail(str(e))
+    if result.status in ("infra_error", "aborted"):  # the evaluator never ran: keep the record as it was
+        fail(f"re-scoring did not run: {result.reason}")
     write_json_atomic(run_dir / "result.json", result.to_dict())
     ResultStore(results).put(result.to_dict())
     if as_json:
@@ -346,7 +361,7 @@ def noise(train_py: Path = typer.Argument(BASELINE_DEFAULT, help="The submission
 
     bench = bench_or_exit(benchmark)
     opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), setup_errors():
         report = measure_noise(train_py, opts, runs, include_flagged, RunDisplay(err))
     _print_spread(report, as_json)
 
@@ -380,7 +395,7 @@ def baseline(benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number
 
     bench = bench_or_exit(benchmark)
     opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results, baselines_path=baselines)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), setup_errors():
         report = run_baseline(opts, runs, include_flagged, RunDisplay(err))
     _print_spread(report, as_json)
 

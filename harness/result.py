@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ class Timings:
     eval_s: float | None
     total_s: float
     calibration_s: float | None = None  # start to the end of the calibration, when one ran first
+    training_observed_s: float | None = None  # train.py's first output to the model hand-over / last progress
 
 
 @dataclass
@@ -54,13 +56,25 @@ class RunResult:
         return self.metrics.get("val_bpb")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return finite(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
         d = dict(d)
         d["timings"] = Timings(**d["timings"])
         return cls(**d)
+
+
+def finite(value: Any) -> Any:
+    """The same structure with every non-finite float as null: JSON has no NaN, and a record must
+    always be writable whatever a run or an evaluator produced (the status says what went wrong)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import shutil
 import time
@@ -22,8 +21,9 @@ from harness.hw.calibration import judge_calibration, parse_calibration
 from harness.hw.context import HardwareContext, detect_hardware
 from harness.hw.normalize import Baselines, load_baselines, normalize
 from harness.hw.telemetry import flags_for, start_sampler
-from harness.result import RunResult, Timings, write_json_atomic
-from harness.verify import EXPORT_ENV, TRAINING_ENTRIES, apply_verification, export_info, run_evaluator
+from harness.result import RunResult, Timings, finite, write_json_atomic
+from harness.verify import (EXPORT_ENV, TRAINING_ENTRIES, apply_verification, check_floor, export_info,
+                            run_evaluator)
 
 Event = Callable[[str, Any], None]
 
@@ -103,11 +103,6 @@ def run_env(bench: Benchmark, data_dir: Path, run_dir: Path, budget_s: float, se
     }
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: a non-finite number is stored as null (the status says nan)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-
-
 class _Watcher:
     """Sees every output line: forwards progress, and notes when training ended and the summary came."""
 
@@ -118,6 +113,7 @@ class _Watcher:
         self.summary_at: float | None = None
         self.calibrated_at: float | None = None  # the calibration line came
         self.first_train_output_at: float | None = None
+        self.deferred_at: float | None = None  # verified mode: evaluate_bpb handed the model over
 
     def __call__(self, line: str) -> None:
         now = time.time()
@@ -125,6 +121,8 @@ class _Watcher:
             self.calibrated_at = now
         elif self.first_train_output_at is None:
             self.first_train_output_at = now
+        if line.startswith("evaluate_bpb: evaluation deferred") and self.deferred_at is None:
+            self.deferred_at = now
         if line.startswith("progress"):
             p = parse_progress(line)
             if p is not None:
@@ -140,7 +138,7 @@ class _Watcher:
 
 # Calibration runs first, in the run's own container (or process space), so it measures the very
 # device and limits the candidate gets; then train.py replaces the shell.
-CALIBRATED_COMMAND = ["sh", "-c", "{python} '{fixed}/calibrate.py' --max-seconds 5; exec {python} -u '{train_py}'"]
+CALIBRATED_COMMAND = ["sh", "-c", "{python_q} {fixed_q}/calibrate.py --max-seconds 5; exec {python_q} -u {train_py_q}"]
 
 
 def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _v: None,
@@ -199,6 +197,8 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
             on_event("evaluate", {"run_id": run_id})
             evaluation = run_evaluator(request, bench, backend)
         apply_verification(result, export, evaluation)
+    check_floor(result)
+    check_budget(result, watcher)
     attach_hardware(result, hw, bench, sampler, no_telemetry, watcher, run_dir)
     attach_normalization(result, hw, bench, opts.baselines_path)
     write_json_atomic(run_dir / "result.json", result.to_dict())
@@ -206,12 +206,31 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     return result
 
 
+def budget_allowance(budget: float) -> float:
+    """What training may take beyond the budget, as the harness sees it, before the run is flagged:
+    the process start, the model build and (on CUDA) torch.compile's first steps, which train.py
+    leaves out of its own clock."""
+    return max(90.0, 0.25 * budget)
+
+
+def check_budget(result: RunResult, watcher: _Watcher) -> None:
+    """The harness's own view of the training time: train.py's first output to the model hand-over
+    (verified) or its last progress line. A run past budget + allowance is flagged over_budget."""
+    start = watcher.first_train_output_at
+    end = watcher.deferred_at or watcher.last_progress_at
+    if start is None or end is None:
+        return
+    observed = end - start
+    result.timings.training_observed_s = observed
+    if observed > result.budget_s + budget_allowance(result.budget_s):
+        result.flags = sorted(set(result.flags) | {"over_budget"})
+
+
 def attach_hardware(result: RunResult, hw: HardwareContext, bench: Benchmark, sampler: Any,
                     no_telemetry: str | None, watcher: _Watcher, run_dir: Path) -> None:
     """Hardware label, calibration and telemetry summary, and the flags they raise."""
     result.hardware = hw.to_record()
-    log_text = Path(result.log_path).read_text(errors="replace") if Path(result.log_path).exists() else ""
-    cal = parse_calibration(log_text)
+    cal = parse_calibration(first_calibration_line(Path(result.log_path)))
     judgement = judge_calibration(cal, hw.cls, threshold=bench.thresholds["slow_device_fraction"])
     result.calibration = {"result": cal.to_dict() if cal else None, "judgement": judgement.to_dict()}
     summary = None
@@ -221,7 +240,20 @@ def attach_hardware(result: RunResult, hw: HardwareContext, bench: Benchmark, sa
                             "unavailable": None}
     else:
         result.telemetry = {"summary": None, "series": None, "unavailable": no_telemetry}
-    result.flags = sorted(set(flags_for(summary, bench.thresholds)) | set(judgement.flags))
+    result.flags = sorted(set(result.flags) | set(flags_for(summary, bench.thresholds)) | set(judgement.flags))
+
+
+def first_calibration_line(log_path: Path) -> str:
+    """The calibration line fixed/calibrate.py printed before train.py started. Only the first one
+    counts: a candidate printing its own 'calibration {...}' line later cannot replace it."""
+    try:
+        with open(log_path, errors="replace") as f:
+            for line in f:
+                if line.startswith("calibration "):
+                    return line
+    except OSError:
+        pass
+    return ""
 
 
 def attach_normalization(result: RunResult, hw: HardwareContext, bench: Benchmark,
@@ -252,7 +284,7 @@ def build_result(request: RunRequest, outcome: ProcessOutcome, watcher: _Watcher
     log_text = outcome.log_path.read_text(errors="replace") if outcome.log_path.exists() else ""
     summary = parse_summary(log_text)
     verdict = decide(outcome, log_text, summary, request.hard_timeout_s, score_deferred)
-    metrics = _finite(summary.to_dict()) if summary else {}
+    metrics = finite(summary.to_dict()) if summary else {}
     # Startup: from the start the harness saw to train.py's first output (calibration, when run, is apart).
     first = watcher.first_train_output_at or outcome.first_output_at
     startup = first - outcome.started_at if first else None

@@ -23,6 +23,7 @@ from harness.stats import Decision, decide, summarize
 from harness.store import ResultStore
 from harness.tsv import append_record, default_tsv_path, git_commit_of
 from harness.validate import ValidationReport, validate_file
+from harness.verify import scored_by_fixed_code
 
 Event = Callable[[str, Any], None]
 
@@ -67,9 +68,7 @@ class SubmitReport:
     record_paths: list[Path]
     tsv_path: Path | None
 
-    @property
-    def scores(self) -> list[float]:
-        return [r.val_bpb for r in self.results if r.status == "ok" and r.val_bpb is not None]
+    scores: list[float] = field(default_factory=list)  # the scores that decided (see counted_runs)
 
     def to_dict(self) -> dict[str, Any]:
         s = summarize(self.scores) if self.scores else None
@@ -112,6 +111,7 @@ def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lam
     hw = hw or detect_hardware(opts.gpu, opts.nvml_module)  # once: every seed runs on the same device
     backend = make_backend(opts.backend, default_image(hw))
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
+    store = ResultStore(opts.results_dir)
     results: list[RunResult] = []
     for i in range(n):
         on_event("seed", {"index": i + 1, "of": n})
@@ -131,7 +131,10 @@ def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lam
                                  "note": "export failed; train.py's own score, self-reported"}
             attach_normalization(result, hw, bench, baselines_path)
             write_json_atomic(Path(result.log_path).parent / "result.json", result.to_dict())
+        store.put(result.to_dict())  # stored as soon as it ends: a killed submit loses no finished run
         results.append(result)
+        if result.status == "aborted":  # Ctrl-C or SIGTERM ends the whole submission, not one seed
+            break
     return results
 
 
@@ -150,10 +153,19 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
     results = run_seeds(train_py, opts, opts.seeds or int(bench.significance["seeds"]), on_event, hw)
     store = ResultStore(opts.results_dir)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
-    scores = [r.val_bpb for r in results if r.status == "ok" and r.val_bpb is not None]
-    verified_only = all(r.trust == "verified" for r in results)
+    counted = counted_runs(results, opts.verified)
+    scores = [r.val_bpb for r in counted]
+    verified_only = bool(counted) and all(r.trust == "verified" for r in counted)
     reference = choose_reference(store, bench, file_sha256(train_py), hw.cls.label, verified_only, baselines_path)
-    decision = decide_keep(scores, reference, float(bench.significance["alpha"]))
+    if any(r.status == "aborted" for r in results):
+        decision = Decision(False, "aborted (Ctrl-C or SIGTERM): no decision; the records are stored", None, None)
+    elif not counted and any((r.evaluation or {}).get("mode") == "compat" for r in results) and opts.verified:
+        error = next(r.evaluation["export"].get("error") for r in results
+                     if (r.evaluation or {}).get("mode") == "compat")
+        decision = Decision(False, f"not verifiable: the model could not be exported ({error}); "
+                                   "its self-reported score never counts", None, None)
+    else:
+        decision = decide_keep(scores, reference, float(bench.significance["alpha"]))
     paths_out: list[Path] = []
     for r in results:
         r.evaluation = {**(r.evaluation or {}), "decision": "keep" if decision.keep else "discard",
@@ -163,10 +175,17 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
         paths_out.append(store.put(r.to_dict()))
     tsv_path = default_tsv_path(train_py) if opts.tsv else None
     if tsv_path is not None:
-        best = min(results, key=lambda r: r.val_bpb if r.val_bpb is not None else float("inf"))
+        best = min(counted, key=lambda r: r.val_bpb) if counted else results[0]
         append_record(tsv_path, best.to_dict(), decision.keep, git_commit_of(train_py) or "unknown",
                       opts.description)
-    return SubmitReport(results, decision, reference, paths_out, tsv_path)
+    return SubmitReport(results, decision, reference, paths_out, tsv_path, scores)
+
+
+def counted_runs(results: list[RunResult], verified: bool) -> list[RunResult]:
+    """The runs whose scores decide: ok, unflagged for the budget, and (when verification was asked
+    for) scored by the fixed evaluator, so a candidate can never opt into a self-reported score."""
+    out = [r for r in results if r.status == "ok" and r.val_bpb is not None and "over_budget" not in r.flags]
+    return [r for r in out if scored_by_fixed_code(r)] if verified else out
 
 
 def decide_keep(scores: list[float], reference: Reference, alpha: float) -> Decision:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,40 @@ EXPORT_ENV = {"HARNESS_EVAL_MODE": "export"}
 EVALUATOR_COMMAND = ["{python}", "{fixed}/evaluate.py", "--program", "{export}/model.pt2", "--out", "{out}/eval.json"]
 
 
+EXPORT_KEYS = ("ok", "error", "file", "seq_len", "vocab_size", "dynamic_batch", "batch", "torch", "device",
+               "sha256", "bytes", "seconds")
+EXPORT_INFO_MAX_BYTES = 64 * 1024
+# A score this far below the benchmark's entropy floor cannot come from a model that did not see the
+# val text (finite-sample fluctuation of the tiny val set is ~0.003 bits per byte).
+FLOOR_TOLERANCE = 0.02
+
+
 def export_info(run_dir: Path) -> dict[str, Any] | None:
-    """What prepare.export_model wrote in the run's output folder (None: evaluate_bpb was never called)."""
+    """What prepare.export_model wrote in the run's output folder (None: evaluate_bpb was never called).
+
+    The folder is the candidate's: the file is opened without following links, its size is capped,
+    and only the known keys are kept."""
     path = Path(run_dir) / "out" / "export.json"
     try:
-        return json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(EXPORT_INFO_MAX_BYTES + 1)
+        doc = json.loads(raw) if len(raw) <= EXPORT_INFO_MAX_BYTES else None
     except (OSError, ValueError):
         return None
+    if not isinstance(doc, dict):
+        return None
+    info = {k: doc.get(k) for k in EXPORT_KEYS}
+    info["ok"] = info["ok"] is True and (Path(run_dir) / "out" / "model.pt2").is_file()
+    if isinstance(info["error"], str):
+        info["error"] = info["error"][:4000]
+    return info
 
 
 def evaluator_request(train: RunRequest, bench: Benchmark) -> RunRequest:
     eval_dir = train.run_dir / "eval"
     (eval_dir / "out").mkdir(parents=True, exist_ok=True)
+    (eval_dir / "out" / "eval.json").unlink(missing_ok=True)  # a re-score never reads an old verdict
     env = {k: v for k, v in train.env.items() if k not in EXPORT_ENV}
     env["HARNESS_OUT_DIR"] = str(eval_dir / "out")
     return RunRequest(
@@ -60,6 +83,7 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend) -> dict
     result["log_path"] = str(outcome.log_path)
     result["backend"] = outcome.backend
     result["infra_error"] = outcome.infra_error
+    result["aborted"] = outcome.aborted
     return result
 
 
@@ -75,13 +99,20 @@ def apply_verification(result: RunResult, export: dict[str, Any] | None, evaluat
         result.metrics["val_bpb"] = None
         return
     if not export.get("ok"):
-        return  # the caller falls back to a self-reported compatibility run, with this export error
+        # Not scored: the caller may fall back to a self-reported compatibility run, which never
+        # counts toward a verified decision.
+        result.metrics["val_bpb"] = None
+        return
     if evaluation is None or not evaluation.get("ok"):
         probe = (evaluation or {}).get("causality_probe") or {}
-        if probe and not probe.get("ok"):
+        if evaluation and evaluation.get("aborted"):
+            result.status, result.reason = "aborted", "interrupted during the verified evaluation"
+        elif probe and not probe.get("ok"):
             result.status, result.reason = "invalid", evaluation.get("error")
+        elif evaluation and evaluation.get("nonfinite"):
+            result.status, result.reason = "nan", evaluation["error"]
         elif evaluation and evaluation.get("infra_error"):
-            result.status, result.reason = "infra_error", evaluation["error"]
+            result.status, result.reason = "infra_error", f"verified evaluation: {evaluation['infra_error']}"
         else:
             result.status = "crash"
             result.reason = f"verified evaluation failed: {(evaluation or {}).get('error')}"
@@ -91,6 +122,22 @@ def apply_verification(result: RunResult, export: dict[str, Any] | None, evaluat
     # Scored by fixed code either way; "verified" also needs training that could not reach the val split.
     result.trust = "verified" if result.isolated else "unisolated"
     result.timings.eval_s = evaluation.get("seconds_observed")
+
+
+def check_floor(result: RunResult) -> None:
+    """A score below the benchmark's true entropy floor proves that the val text leaked: invalid."""
+    floor = result.provenance["benchmark"].get("entropy_floor_bpb")
+    bpb = result.metrics.get("val_bpb")
+    if result.status == "ok" and floor is not None and bpb is not None and bpb < floor - FLOOR_TOLERANCE:
+        result.status = "invalid"
+        result.reason = (f"val_bpb {bpb:.4f} is below the benchmark's entropy floor {floor:.4f}: no model can do "
+                         "that without seeing the val text (leakage)")
+
+
+def scored_by_fixed_code(result: RunResult) -> bool:
+    """An ok run whose score the fixed evaluator computed (not train.py's own print)."""
+    return (result.status == "ok" and result.val_bpb is not None
+            and (result.evaluation or {}).get("mode") == "verified")
 
 
 class RescoreError(RuntimeError):
@@ -107,7 +154,8 @@ def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, f
     export = export_info(run_dir)
     if export is None:
         raise RescoreError(f"{run_dir}: no exported model (out/export.json): only verified runs can be re-scored")
-    scored_before = result.status in ("ok", "invalid") or (result.reason or "").startswith("verified evaluation")
+    scored_before = (result.status in ("ok", "invalid", "nan", "infra_error", "aborted")
+                     and (result.evaluation or {}).get("mode") == "verified")
     if not scored_before:
         raise RescoreError(f"{run_dir}: the run ended with status {result.status} ({result.reason}): nothing to score")
     gpu = (result.hardware or {}).get("gpu") or {}
@@ -119,6 +167,7 @@ def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, f
     evaluation = run_evaluator(train, bench, backend) if export.get("ok") else None
     previous = result.evaluation or {}
     apply_verification(result, export, evaluation)
+    check_floor(result)
     result.evaluation = {**{k: v for k, v in previous.items() if k not in ("export", "evaluator")},
                          **result.evaluation, "rescored": True}
     return result

@@ -76,10 +76,13 @@ def test_unexportable_model_falls_back_to_self_reported(tiny_bench, env):
     odd.write_text(TOY.read_text().replace(
         "        logits = self.table(x)\n",
         "        logits = self.table(x)\n        if logits.sum().item() > 1e30:\n            logits = logits * 0\n"))
-    r = submit(odd, opts(tiny_bench, env)).results[0]
+    report = submit(odd, opts(tiny_bench, env))
+    r = report.results[0]
     assert r.status == "ok" and r.evaluation["mode"] == "compat"
     assert r.evaluation["export"]["error"] and r.trust == "unisolated"
     assert r.val_bpb is not None  # train.py's own score, labelled as such
+    # ... which never decides: a candidate cannot opt out of verification by breaking its export.
+    assert not report.decision.keep and "not verifiable" in report.decision.reason and report.scores == []
 
 
 def test_decision_store_and_schema(tiny_bench, env):
@@ -141,3 +144,41 @@ def test_cli_submit_refuses_invalid_file(env, tmp_path):
     bad.write_text("import socket\n")
     out = CliRunner().invoke(app, ["submit", str(bad), "--backend", "local"])
     assert out.exit_code == 1 and "train.py:1:8: error forbidden-import" in out.output
+
+
+def _result(tmp_path, **kw):
+    from harness.result import RunResult, Timings
+
+    prov = {"benchmark": {"entropy_floor_bpb": 1.9}, "seed": 1}
+    base = dict(run_id="20261126-000000-abcdef", status="ok", reason=None, trust="verified", backend="docker",
+                isolated=True, provenance=prov, timings=Timings(0, 1, 100, 1, 60, 5, 100), metrics={"val_bpb": 2.0},
+                budget_s=60, hard_timeout_s=240, log_path=str(tmp_path / "log.txt"))
+    base.update(kw)
+    return RunResult(**base)
+
+
+def test_score_below_the_entropy_floor_is_invalid(tmp_path):
+    from harness.verify import check_floor
+
+    honest = _result(tmp_path, metrics={"val_bpb": 1.95})
+    check_floor(honest)
+    assert honest.status == "ok"
+    leak = _result(tmp_path, metrics={"val_bpb": 0.4})
+    check_floor(leak)
+    assert leak.status == "invalid" and "leakage" in leak.reason
+
+
+def test_training_past_budget_is_flagged_and_not_counted(tmp_path):
+    from harness.run import _Watcher, budget_allowance, check_budget
+    from harness.submit import counted_runs
+
+    w = _Watcher(lambda *_: None)
+    w.first_train_output_at, w.deferred_at = 1000.0, 1000.0 + 60 + budget_allowance(60) + 1
+    slow = _result(tmp_path, evaluation={"mode": "verified"})
+    check_budget(slow, w)
+    assert "over_budget" in slow.flags and slow.timings.training_observed_s > 150
+    w.deferred_at = 1000.0 + 70
+    fine = _result(tmp_path, evaluation={"mode": "verified"})
+    check_budget(fine, w)
+    assert fine.flags == [] and fine.timings.training_observed_s == 70
+    assert counted_runs([slow, fine], verified=True) == [fine]

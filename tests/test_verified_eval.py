@@ -88,3 +88,23 @@ def test_unexportable_model_reports_the_error(tiny_cache, tmp_path):
     info = p.export_model(DataDependent(p.VOCAB_SIZE), tmp_path / "out")
     assert not info["ok"] and info["error"]
     assert json.loads((tmp_path / "out" / "export.json").read_text())["error"] == info["error"]
+
+
+class PeeksOnRealBatches(TinyLM):
+    """Looks one token ahead, but only when the batch's rows differ: a probe on one repeated row
+    would see an honest model. The probe runs on the real scoring batch, so it sees the peek."""
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = super().forward(idx)
+        gate = (idx[0] != idx[-1]).any().float()
+        peek = F.one_hot(torch.roll(idx, -1, dims=1), logits.size(-1)).float() * 20.0
+        return logits + gate * peek
+
+
+def test_probe_on_real_batches_catches_a_gated_peek(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir)
+    info = p.export_model(PeeksOnRealBatches(p.VOCAB_SIZE), tmp_path / "out")
+    assert info["ok"], info["error"]
+    proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
+    assert proc.returncode == 1 and not result["causality_probe"]["ok"], result
+    assert "non-causal" in result["error"]

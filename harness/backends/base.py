@@ -8,6 +8,8 @@ status from the outcome and the log is harness/outcome.py's job, not the backend
 
 from __future__ import annotations
 
+import shlex
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -34,7 +36,8 @@ class RunRequest:
     gpu_uuids: list[str] = field(default_factory=list)
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
     # What to run: by default train.py. The verified evaluator reuses the backends with its own command,
-    # whose items may hold {python}, {fixed}, {data}, {out}, {train_py} and {<name>} for each extra mount: every
+    # whose items may hold {python}, {fixed}, {data}, {out}, {train_py} and {<name>} for each extra mount
+    # (and {<key>_q}, the same shell-quoted, for an sh -c line): every
     # backend fills them with the paths as the run sees them (host paths locally, mount points in a container).
     command: list[str] | None = None
     # Read-only extra inputs, by name (the evaluator gets the exported model folder this way).
@@ -82,6 +85,7 @@ def command_paths(request: RunRequest, *, python: str, fixed: str, data: str, ou
     if request.command is None:
         return None
     values = {"python": python, "fixed": fixed, "data": data, "out": out, "train_py": train_py, **mounts}
+    values.update({f"{k}_q": shlex.quote(v) for k, v in list(values.items())})  # {name_q}: for sh -c
     return [part.format(**values) for part in request.command]
 
 
