@@ -158,6 +158,7 @@ def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
         seed: Optional[int] = typer.Option(None, help="Use this seed instead of a fresh one (recorded)."),
         runs_dir: Optional[Path] = typer.Option(None, help="Where run folders go (default ./runs or HARNESS_RUNS_DIR)."),
         show_output: bool = typer.Option(False, "--show-output", help="Echo the run's output lines."),
+        no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
         as_json: bool = JsonOpt) -> None:
     """Run a candidate once and print its score card (exit 1 unless the status is ok)."""
     from harness.data import DataError
@@ -166,7 +167,8 @@ def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
     from harness.scorecard import score_card
 
     bench = bench_or_exit(benchmark)
-    opts = RunOptions(benchmark=bench, backend=backend, budget_s=budget, seed=seed, runs_dir=runs_dir)
+    opts = RunOptions(benchmark=bench, backend=backend, budget_s=budget, seed=seed, runs_dir=runs_dir,
+                      calibrate=not no_calibrate)
     try:
         with sigterm_as_interrupt():
             result = execute_run(train_py, opts, on_event=RunDisplay(err, show_lines=show_output))
