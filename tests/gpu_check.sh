@@ -129,12 +129,28 @@ assert total.max_temp_c is not None
 assert cpu_frac < 0.01, f"sampler costs {cpu_frac:.2%} of a core (budget 1%)"
 PY
 
-# ==== INTEGRATOR: prepare `tiny` and run the baseline for 60 s here ==========================
-# e.g.  timeout 240 "$PY" -m harness.cli prepare --benchmark tiny        || fail "prepare tiny"
-#       timeout 300 "$PY" -m harness.cli run --benchmark tiny --budget 60 \
-#             submissions/baseline/train.py                               || fail "baseline run"
-# and check the result record carries gpu_class, telemetry_summary, calibration and flags.
-# ==== END INTEGRATOR =========================================================================
+step "3. prepare tiny, then the baseline for 60 s with real NVML telemetry (local backend: no Docker needed)"
+export HARNESS_CACHE_DIR="$ART/cache" HARNESS_RUNS_DIR="$ART/runs" HARNESS_RESULTS="$ART/results"
+timeout 240 "$PY" -m harness prepare --benchmark tiny || fail "prepare tiny"
+timeout 420 "$PY" -m harness run submissions/baseline/train.py --benchmark tiny --budget 60 --backend local \
+    --json > "$ART/baseline_result.json"
+rc=$?
+[ $rc -eq 0 ] || fail "baseline run (exit $rc)"
+"$PY" - "$ART/baseline_result.json" <<'PY' || fail "baseline result"
+import json, sys
+r = json.load(open(sys.argv[1]))
+m, t = r["metrics"], (r.get("telemetry") or {}).get("summary") or {}
+steps, tokens_m, secs = m.get("num_steps"), m.get("total_tokens_M"), m.get("training_seconds")
+print("status", r["status"], "| val_bpb", m.get("val_bpb"), "| class", r["hardware"]["class"])
+print("tokens/s", round(tokens_m * 1e6 / secs) if tokens_m and secs else None, "| MFU %", m.get("mfu_percent"),
+      "| steps", steps, "| peak MB", m.get("peak_vram_mb"), "| flags", r.get("flags"))
+print("telemetry summary:", json.dumps(t, indent=2))
+print("calibration:", json.dumps((r.get("calibration") or {}).get("result"), indent=2))
+assert r["status"] == "ok", r.get("reason")
+assert r["hardware"]["class"] and r["hardware"]["gpu"], "no GPU in the record"
+assert t.get("sample_count", 0) > 0, "no telemetry samples"
+assert m.get("mfu_percent") is not None, "MFU unknown: the class's peak FLOP/s did not reach train.py"
+PY
 
 echo
 if [ ${#FAILED[@]} -eq 0 ]; then

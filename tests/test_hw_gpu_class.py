@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from harness.hw import gpu_class as gc
 from harness.hw.gpu_class import (
@@ -16,7 +15,6 @@ from harness.hw.gpu_class import (
     decide_class,
     gpu_slug,
     load_class_table,
-    mini_yaml_load,
     peak_flops_env,
     peak_flops_for_run,
     power_bucket,
@@ -185,19 +183,6 @@ def test_table_contents_and_reference():
         for v in fam.peak_flops.values():
             assert v is None or 1e12 < v < 1e16
         assert 0 < fam.expected_efficiency["matmul"] <= 1
-
-
-def test_mini_yaml_reads_the_table_like_pyyaml():
-    text = TABLE_PATH.read_text(encoding="utf-8")
-    assert mini_yaml_load(text) == yaml.safe_load(text)
-
-
-def test_mini_yaml_subset():
-    text = ("a: 1\nb:\n  c: 'x # y'  # comment\n  d: [1, 0x10, 2.5e+3, null, \"q\"]\n"
-            "  e: {k: v, 40: 1.0}\nf: plain text\n")
-    assert mini_yaml_load(text) == yaml.safe_load(text)
-    with pytest.raises(ValueError):
-        mini_yaml_load("a:\n  - 1\n")
 
 
 def test_table_loads_without_pyyaml(monkeypatch, tmp_path):
