@@ -15,13 +15,17 @@ from types import ModuleType
 from harness import paths
 
 
-def load_fixed_module(name: str = "prepare", fixed_dir: Path | None = None) -> ModuleType:
-    """Import fixed/<name>.py under a private module name (so it never shadows a candidate's import)."""
+def load_fixed_module(name: str = "prepare", fixed_dir: Path | None = None, fresh: bool = False) -> ModuleType:
+    """Import fixed/<name>.py under a private module name (so it never shadows a candidate's import).
+
+    fresh: a new instance that reads the environment now (prepare.py reads HARNESS_* at import)."""
     path = (fixed_dir or paths.fixed_dir()) / f"{name}.py"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: fixed file missing; is this a harness checkout?")
     mod_name = f"_harness_fixed_{name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    if mod_name in sys.modules:
+    if fresh:
+        mod_name += f"_{len(sys.modules)}"
+    elif mod_name in sys.modules:
         return sys.modules[mod_name]
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
