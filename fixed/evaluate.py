@@ -108,12 +108,11 @@ def evaluate(program_path, batch_size=32, device=None):
                 result["error"] = (f"non-causal model: changing the tokens from position {probe['position']} on "
                                    f"changed earlier logits by {probe['max_diff']:.3g} (tolerance {PROBE_TOLERANCE:g})")
                 return result
-        nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").double()
-        nbytes = token_bytes[y.reshape(-1)]
-        mask = nbytes > 0
-        total_nats += torch.where(mask, nats, torch.zeros_like(nats)).sum().item()
-        total_bytes += int(nbytes.sum().item())
-        scored += int(mask.sum().item())
+        nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+        batch_nats, batch_bytes, batch_scored = prepare.masked_sums(nats, y, token_bytes)
+        total_nats += batch_nats.item()
+        total_bytes += int(batch_bytes.item())
+        scored += int(batch_scored.item())
         done += rows.shape[0]
     result["causality_probe"] = {"ok": True, "batches_probed": len(probes), "tolerance": PROBE_TOLERANCE,
                                  "max_diff": max(p["max_diff"] for p in probes)}

@@ -619,6 +619,15 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
         yield x, y, stream.epoch
 
 
+def masked_sums(nats, targets, token_bytes):
+    """(sum of nats, sum of bytes, scored count) over the targets whose byte length is > 0: special
+    tokens are left out of both sums. The one scoring rule of evaluate_bpb and fixed/evaluate.py."""
+    nbytes = token_bytes[targets.reshape(-1)]
+    nats = nats.reshape(-1).double()
+    scored = nbytes > 0
+    return torch.where(scored, nats, torch.zeros_like(nats)).sum(), nbytes.sum(), scored.sum()
+
+
 class _Logits(torch.nn.Module):
     """token ids [B, T] -> logits [B, T, V]: the one function the verified evaluator calls."""
 
@@ -704,10 +713,8 @@ def evaluate_bpb(model, tokenizer, batch_size):
         except EOFError:
             raise RuntimeError("the val split is shorter than EVAL_TOKENS; rebuild the cache") from None
         x, y = _to_device(rows, device, pinned=False)
-        loss = model(x, y, reduction="none").reshape(-1).double()
-        nbytes = token_bytes[y.reshape(-1)]
-        scored = nbytes > 0
-        total_nats += torch.where(scored, loss, torch.zeros_like(loss)).sum()
-        total_bytes += nbytes.sum()
+        nats, nbytes, _ = masked_sums(model(x, y, reduction="none"), y, token_bytes)
+        total_nats += nats
+        total_bytes += nbytes
         done += b
     return (total_nats / (math.log(2) * total_bytes.double())).item()
