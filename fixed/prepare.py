@@ -367,7 +367,6 @@ def build_cache(config, data_dir, source_dir=None, download_dir=None, log=_noop,
     stats["train_tokens"] = sum(s["n_tokens"] for s in train_shards)
     stats["val_tokens"] = sum(s["n_tokens"] for s in val_shards)
     stats["eval_bytes"] = int(token_bytes[val_rows[:, 1:]].sum())
-    stats["build_seconds"] = round(time.time() - t0, 2)
 
     files = {}
     for p in sorted(partial.rglob("*")):
@@ -385,8 +384,12 @@ def build_cache(config, data_dir, source_dir=None, download_dir=None, log=_noop,
         "files": files,
         "sources": sources,
         "stats": stats,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # When and how fast it was built goes beside the manifest, not in it: the same data gives the same
+    # manifest, byte for byte, on every machine, so labs can compare manifest hashes.
+    build = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "build_seconds": round(time.time() - t0, 2), "torch": torch.__version__, "numpy": np.__version__}
+    (partial / "build.json").write_text(json.dumps(build, indent=1))
     tmp = partial / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, partial / MANIFEST)  # the manifest is written last: its presence means complete
@@ -396,7 +399,7 @@ def build_cache(config, data_dir, source_dir=None, download_dir=None, log=_noop,
         data_dir.rename(old)
     partial.rename(data_dir)
     shutil.rmtree(old, ignore_errors=True)
-    log(f"{config['name']}: cache built at {data_dir} in {stats['build_seconds']}s")
+    log(f"{config['name']}: cache built at {data_dir} in {build['build_seconds']}s")
     return manifest
 
 

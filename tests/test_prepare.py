@@ -229,6 +229,7 @@ def test_corrupt_file_is_detected_and_rebuilt(tiny_bench, tmp_path):
     info = prepare_benchmark(tiny_bench, data_dir=tmp_path / "tiny")
     shard = info.data_dir / info.manifest["splits"]["train"][0]["tokens"]
     original = shard.read_bytes()
+    manifest_bytes = (info.data_dir / "manifest.json").read_bytes()
     with open(shard, "r+b") as f:  # flip bytes, same size
         f.seek(1000)
         f.write(b"\xff\xff\xff\xff")
@@ -239,6 +240,9 @@ def test_corrupt_file_is_detected_and_rebuilt(tiny_bench, tmp_path):
     assert any("corrupt" in m and "rebuilding" in m for m in messages)
     assert shard.read_bytes() == original  # deterministic: the same data again
     assert rebuilt.manifest["files"] == info.manifest["files"]
+    # Same data, same manifest byte for byte (build time lives in build.json): comparable across labs.
+    assert (info.data_dir / "manifest.json").read_bytes() == manifest_bytes
+    assert rebuilt.manifest_sha256 == info.manifest_sha256
     # A partial file (truncated) is caught by its size.
     shard.write_bytes(original[:100])
     with pytest.raises(DataError, match="truncated"):
