@@ -32,9 +32,23 @@ PROBE_TOLERANCE = 1e-3  # max |logit difference| before the cut; float noise is 
 
 
 def load_program(path, device):
-    program = torch.export.load(str(path))
+    """The exported module, refused when it writes to its inputs or keeps state between calls: a model
+    could then rewrite the targets it is scored on, or recognise a probe by remembering the last call."""
+    # Functionalize: in-place writes to inputs, buffers or parameters become explicit mutations in the
+    # signature (the training IR keeps them as plain copy_ nodes that the signature does not list).
+    program = torch.export.load(str(path)).run_decompositions({})
+    sig = program.graph_signature
+    mutated = [name for kind in ("user_inputs_to_mutate", "buffers_to_mutate", "parameters_to_mutate")
+               for name in (getattr(sig, kind, None) or {})]
+    if mutated:
+        raise InvalidModel(f"the exported model mutates its inputs or buffers ({', '.join(map(str, mutated))[:200]}): "
+                           "a scored model must be a pure function of its tokens")
     module = program.module()
     return module.to(device) if hasattr(module, "to") else module
+
+
+class InvalidModel(ValueError):
+    """The exported program breaks a rule of the evaluation (not a crash of the harness)."""
 
 
 def run_logits(model, x, batch):
@@ -42,7 +56,7 @@ def run_logits(model, x, batch):
     n = x.shape[0]
     if batch and n < batch:
         x = torch.cat([x, x[-1:].expand(batch - n, -1)])
-    out = model(x)
+    out = model(x.clone())  # the model never touches the evaluator's own tensors
     if isinstance(out, (tuple, list)):
         out = out[0]
     return out[:n].float()
@@ -61,8 +75,8 @@ def causality_probe(model, x, base, batch, vocab, rng):
         future = torch.arange(T, device=x.device)[None, :] >= cuts[:, None]
         noise = torch.randint(0, vocab - len(prepare.SPECIAL_TOKENS), (n, T), generator=g).to(x.device)
         logits = run_logits(model, torch.where(future, noise, x), batch)
-        past = ~future
-        diff = ((logits - base).abs().amax(dim=-1) * past).amax(dim=-1)  # per row, before its cut
+        d = torch.where(logits == base, torch.zeros_like(logits), (logits - base).abs())  # equal infinities: 0
+        diff = torch.where(~future, d.amax(dim=-1), torch.zeros_like(d[..., 0])).amax(dim=-1)  # before each cut
         row = int(diff.argmax())
         d = diff[row].item()
         if not math.isfinite(d) or d > worst["max_diff"] or worst["position"] is None:
@@ -76,8 +90,14 @@ def causality_probe(model, x, base, batch, vocab, rng):
 def evaluate(program_path, batch_size=32, device=None):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info_path = Path(program_path).with_name(prepare.EXPORT_INFO)
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    fixed_batch = None if info.get("dynamic_batch", True) else info.get("batch")
+    try:  # written by the candidate's process: trust nothing in it but a sane fixed batch size
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    except ValueError:
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    fixed_batch = info.get("batch") if info.get("dynamic_batch") is False else None
+    if fixed_batch is not None and not (isinstance(fixed_batch, int) and 1 <= fixed_batch <= 4096):
+        fixed_batch = 8
     batch = fixed_batch or batch_size
     t0 = time.time()
     model = load_program(program_path, device)
@@ -92,13 +112,14 @@ def evaluate(program_path, batch_size=32, device=None):
     total_nats, total_bytes, scored, done, probes = 0.0, 0, 0, 0, []
     while done < n_rows:
         rows = torch.from_numpy(stream.next_rows(min(batch, n_rows - done), T)).to(device)
-        x, y = rows[:, :-1], rows[:, 1:]
+        x, y = rows[:, :-1], rows[:, 1:].clone()
         logits = run_logits(model, x, fixed_batch)
         if logits.shape[:2] != y.shape or logits.shape[-1] < prepare.VOCAB_SIZE:
             result["error"] = f"the model returned logits of shape {tuple(logits.shape)}, expected [B, {T}, >= V]"
             return result
-        if not torch.isfinite(logits).all():
-            result.update(nonfinite=True, error="the model's logits are not finite (NaN or inf)")
+        real = logits[..., :prepare.VOCAB_SIZE]  # -inf is a legitimate mask (e.g. padded vocab); NaN, +inf are not
+        if torch.isnan(real).any() or torch.isposinf(real).any():
+            result.update(nonfinite=True, error="the model's logits are not finite (NaN or +inf)")
             return result
         if done == 0 or rng.random() < PROBE_EXTRA:
             probe = causality_probe(model, x, logits, fixed_batch, prepare.VOCAB_SIZE, rng)
@@ -144,6 +165,8 @@ def main():
     args = parser.parse_args()
     try:
         result = evaluate(args.program, args.batch_size)
+    except InvalidModel as e:
+        result = {"ok": False, "invalid": True, "error": str(e)[:4000]}
     except Exception as e:  # noqa: BLE001 - the harness reads the error from the file
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:4000]}
     out = Path(args.out)

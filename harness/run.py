@@ -198,8 +198,8 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
             evaluation = run_evaluator(request, bench, backend)
         apply_verification(result, export, evaluation)
     check_floor(result)
-    check_budget(result, watcher)
-    attach_hardware(result, hw, bench, sampler, no_telemetry, watcher, run_dir)
+    check_budget(result)
+    attach_hardware(result, hw, bench, sampler, no_telemetry, watcher, run_dir, calibrated=opts.calibrate)
     attach_normalization(result, hw, bench, opts.baselines_path)
     write_json_atomic(run_dir / "result.json", result.to_dict())
     on_event("end", result)
@@ -213,24 +213,26 @@ def budget_allowance(budget: float) -> float:
     return max(90.0, 0.25 * budget)
 
 
-def check_budget(result: RunResult, watcher: _Watcher) -> None:
-    """The harness's own view of the training time: train.py's first output to the model hand-over
-    (verified) or its last progress line. A run past budget + allowance is flagged over_budget."""
-    start = watcher.first_train_output_at
-    end = watcher.deferred_at or watcher.last_progress_at
-    if start is None or end is None:
+def check_budget(result: RunResult) -> None:
+    """The harness's own view of the training time, from its own clock alone (nothing train.py prints):
+    the training container's start (after calibration) to its end. Verified runs only, where the
+    evaluation happens elsewhere, so that span is training plus start-up and the export. A run past
+    budget + allowance is flagged over_budget and never counts toward a decision."""
+    if (result.evaluation or {}).get("mode") != "verified":
         return
-    observed = end - start
+    t = result.timings
+    observed = t.ended_at - (t.started_at + (t.calibration_s or 0.0))
     result.timings.training_observed_s = observed
     if observed > result.budget_s + budget_allowance(result.budget_s):
         result.flags = sorted(set(result.flags) | {"over_budget"})
 
 
 def attach_hardware(result: RunResult, hw: HardwareContext, bench: Benchmark, sampler: Any,
-                    no_telemetry: str | None, watcher: _Watcher, run_dir: Path) -> None:
+                    no_telemetry: str | None, watcher: _Watcher, run_dir: Path, calibrated: bool = True) -> None:
     """Hardware label, calibration and telemetry summary, and the flags they raise."""
     result.hardware = hw.to_record()
-    cal = parse_calibration(first_calibration_line(Path(result.log_path)))
+    # A calibration line counts only when fixed/calibrate.py ran, and only its own (the first) line.
+    cal = parse_calibration(first_calibration_line(Path(result.log_path))) if calibrated else None
     judgement = judge_calibration(cal, hw.cls, threshold=bench.thresholds["slow_device_fraction"])
     result.calibration = {"result": cal.to_dict() if cal else None, "judgement": judgement.to_dict()}
     summary = None

@@ -166,14 +166,16 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
                                    "its self-reported score never counts", None, None)
     else:
         decision = decide_keep(scores, reference, float(bench.significance["alpha"]))
+    aborted = any(r.status == "aborted" for r in results)
+    label = "aborted" if aborted else ("keep" if decision.keep else "discard")
     paths_out: list[Path] = []
     for r in results:
-        r.evaluation = {**(r.evaluation or {}), "decision": "keep" if decision.keep else "discard",
+        r.evaluation = {**(r.evaluation or {}), "decision": label,
                         "decision_reason": decision.reason, "reference": reference.label,
                         "seeds": len(results), "scores": scores}
         write_json_atomic(Path(r.log_path).parent / "result.json", r.to_dict())
         paths_out.append(store.put(r.to_dict()))
-    tsv_path = default_tsv_path(train_py) if opts.tsv else None
+    tsv_path = default_tsv_path(train_py) if opts.tsv and not aborted else None  # no row for a cut-short submit
     if tsv_path is not None:
         best = min(counted, key=lambda r: r.val_bpb) if counted else results[0]
         append_record(tsv_path, best.to_dict(), decision.keep, git_commit_of(train_py) or "unknown",
@@ -190,7 +192,8 @@ def counted_runs(results: list[RunResult], verified: bool) -> list[RunResult]:
 
 def decide_keep(scores: list[float], reference: Reference, alpha: float) -> Decision:
     if not scores:
-        return Decision(False, "no run scored (see the statuses above)", None, None)
+        return Decision(False, "no run counts: none ended ok with a verified score inside the budget "
+                               "(see the statuses and flags above)", None, None)
     if reference.kind == "none":
         return Decision(True, "first scored submission on this benchmark and class: it becomes the reference",
                         None, None)

@@ -91,7 +91,8 @@ def apply_verification(result: RunResult, export: dict[str, Any] | None, evaluat
     """Fold the export and the evaluator's verdict into the training run's result."""
     reported = result.metrics.get("val_bpb")
     result.metrics["reported_val_bpb"] = reported if reported is None or math.isfinite(reported) else None
-    result.evaluation = {"mode": "verified", "export": export, "evaluator": evaluation}
+    result.evaluation = {"mode": "verified", "export": export, "evaluator": evaluation,
+                         "training_status": result.status}
     if result.status != "ok":
         return  # a crash, timeout, NaN loss ... keeps its status; nothing was scored
     if export is None:
@@ -107,7 +108,7 @@ def apply_verification(result: RunResult, export: dict[str, Any] | None, evaluat
         probe = (evaluation or {}).get("causality_probe") or {}
         if evaluation and evaluation.get("aborted"):
             result.status, result.reason = "aborted", "interrupted during the verified evaluation"
-        elif probe and not probe.get("ok"):
+        elif (probe and not probe.get("ok")) or (evaluation and evaluation.get("invalid")):
             result.status, result.reason = "invalid", evaluation.get("error")
         elif evaluation and evaluation.get("nonfinite"):
             result.status, result.reason = "nan", evaluation["error"]
@@ -154,8 +155,8 @@ def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, f
     export = export_info(run_dir)
     if export is None:
         raise RescoreError(f"{run_dir}: no exported model (out/export.json): only verified runs can be re-scored")
-    scored_before = (result.status in ("ok", "invalid", "nan", "infra_error", "aborted")
-                     and (result.evaluation or {}).get("mode") == "verified")
+    # Only a run whose training ended ok was (or should have been) decided by the evaluator.
+    scored_before = (result.evaluation or {}).get("training_status") == "ok"
     if not scored_before:
         raise RescoreError(f"{run_dir}: the run ended with status {result.status} ({result.reason}): nothing to score")
     gpu = (result.hardware or {}).get("gpu") or {}

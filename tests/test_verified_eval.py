@@ -108,3 +108,68 @@ def test_probe_on_real_batches_catches_a_gated_peek(tiny_cache, tmp_path):
     proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
     assert proc.returncode == 1 and not result["causality_probe"]["ok"], result
     assert "non-causal" in result["error"]
+
+
+class RewritesItsInput(TinyLM):
+    """Overwrites the token tensor it is given: with shared storage it would rewrite the targets."""
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = super().forward(idx)
+        idx.copy_(logits.argmax(dim=-1))
+        return logits
+
+
+class PadsVocabWithMinusInf(TinyLM):
+    """An honest causal model whose padded vocabulary columns are masked with -inf."""
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = super().forward(idx)
+        pad = torch.full((*logits.shape[:-1], 8), float("-inf"))
+        return torch.cat([logits, pad], dim=-1)
+
+
+def test_a_model_that_mutates_its_input_is_invalid(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir)
+    info = p.export_model(RewritesItsInput(p.VOCAB_SIZE), tmp_path / "out")
+    assert info["ok"], info["error"]
+    proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
+    # Either the export kept the mutation and the evaluator refuses the model, or the mutation is gone
+    # (the graph is pure); never a score computed on rewritten targets.
+    if result.get("invalid"):
+        assert proc.returncode == 1 and "mutates its inputs" in result["error"]
+    else:
+        honest = p.evaluate_bpb(TinyLM(p.VOCAB_SIZE), p.Tokenizer.from_directory(), 64)
+        assert result["val_bpb"] == pytest.approx(honest, rel=1e-5)
+
+
+def test_minus_inf_padding_is_not_nan_or_non_causal(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir)
+    model = PadsVocabWithMinusInf(p.VOCAB_SIZE)
+    info = p.export_model(model, tmp_path / "out")
+    assert info["ok"], info["error"]
+    proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
+    assert proc.returncode == 0, result
+    assert result["causality_probe"]["ok"]
+    honest = p.evaluate_bpb(TinyLM(p.VOCAB_SIZE), p.Tokenizer.from_directory(), 64)
+    assert result["val_bpb"] == pytest.approx(honest, rel=1e-5)  # -inf columns take no probability mass
+
+
+class RemembersTheLastCall(TinyLM):
+    """Keeps state between calls (a probe repeats the previous call's prefix): refused."""
+
+    def __init__(self, vocab):
+        super().__init__(vocab)
+        self.register_buffer("last", torch.zeros(()))
+
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = super().forward(idx)
+        self.last.copy_(idx.float().sum())
+        return logits
+
+
+def test_a_stateful_model_is_invalid(tiny_cache, tmp_path):
+    p = load_prepare(tiny_cache.data_dir)
+    info = p.export_model(RemembersTheLastCall(p.VOCAB_SIZE), tmp_path / "out")
+    assert info["ok"], info["error"]
+    proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
+    assert proc.returncode == 1 and result["invalid"] and "mutates its inputs or buffers" in result["error"]

@@ -65,16 +65,19 @@ class LocalBackend:
         reader.start()
         deadline = started + request.hard_timeout_s
 
-        def deliver(block: float) -> None:
+        def deliver(block: float, most: int | None = 2000) -> None:
+            """Hand queued lines to on_line: at most `most` per call, so a flood cannot delay the clock."""
             try:
                 on_line(sink.lines.get(timeout=block) if block else sink.lines.get_nowait())
             except queue.Empty:
                 return
-            while True:  # the rest of what is queued, without waiting
+            n = 1
+            while most is None or n < most:
                 try:
                     on_line(sink.lines.get_nowait())
                 except queue.Empty:
                     return
+                n += 1
 
         try:
             while reader.is_alive():
@@ -97,8 +100,9 @@ class LocalBackend:
             ended = time.time()
             reader.join(timeout=2)  # the group is dead, so the pipe closes and the reader finishes
             sink.close()
-            deliver(0)  # lines read at the end, and the tail of a capped log
-            proc.stdout.close()
+            deliver(0, most=None)  # lines read at the end, and the tail of a capped log
+            if not reader.is_alive():  # a process that escaped the group may still hold the pipe:
+                proc.stdout.close()    # then the reader keeps its descriptor until that process exits
         return ProcessOutcome(
             backend="local", isolated=False, exit_code=exit_code, timed_out=timed_out, aborted=aborted,
             oom_killed=False, infra_error=None, started_at=started, first_output_at=sink.first_output_at,
