@@ -152,6 +152,16 @@ assert t.get("sample_count", 0) > 0, "no telemetry samples"
 assert m.get("mfu_percent") is not None, "MFU unknown: the class's peak FLOP/s did not reach train.py"
 PY
 
+step "4. verified scoring on CUDA: export, fixed evaluator, causality probe (1 seed, 30 s, local backend)"
+timeout 300 "$PY" -m harness submit submissions/baseline/train.py --benchmark tiny --seeds 1 --budget 30 \
+    --backend local --no-calibrate --json > "$ART/verified.json"
+"$PY" - "$ART/verified.json" <<'PY' || fail "verified scoring"
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(json.dumps(d, indent=2))
+assert d["scores"], "no verified score (export or evaluator failed on CUDA: see the run's eval/log.txt)"
+PY
+
 echo
 if [ ${#FAILED[@]} -eq 0 ]; then
     echo "GPU CHECK PASSED (artifacts in $ART)"
