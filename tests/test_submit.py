@@ -76,7 +76,8 @@ def test_unexportable_model_falls_back_to_self_reported(tiny_bench, env):
     odd.write_text(TOY.read_text().replace(
         "        logits = self.table(x)\n",
         "        logits = self.table(x)\n        if logits.sum().item() > 1e30:\n            logits = logits * 0\n"))
-    report = submit(odd, opts(tiny_bench, env))
+    report = submit(odd, opts(tiny_bench, env, seeds=3))
+    assert len(report.results) == 1  # one informative self-reported run, then no more seeds spent
     r = report.results[0]
     assert r.status == "ok" and r.evaluation["mode"] == "compat"
     assert r.evaluation["export"]["error"] and r.trust == "unisolated"
