@@ -113,7 +113,6 @@ class _Watcher:
         self.summary_at: float | None = None
         self.calibrated_at: float | None = None  # the calibration line came
         self.first_train_output_at: float | None = None
-        self.deferred_at: float | None = None  # verified mode: evaluate_bpb handed the model over
 
     def __call__(self, line: str) -> None:
         now = time.time()
@@ -121,8 +120,6 @@ class _Watcher:
             self.calibrated_at = now
         elif self.first_train_output_at is None:
             self.first_train_output_at = now
-        if line.startswith("evaluate_bpb: evaluation deferred") and self.deferred_at is None:
-            self.deferred_at = now
         if line.startswith("progress"):
             p = parse_progress(line)
             if p is not None:

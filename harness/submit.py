@@ -18,7 +18,7 @@ from harness.hw.context import HardwareContext, detect_hardware
 from harness.hw.normalize import load_baselines
 from harness import paths
 from harness.result import RunResult, write_json_atomic
-from harness.run import RunOptions, attach_normalization, default_image, execute_run, make_backend
+from harness.run import RunOptions, default_image, execute_run, make_backend
 from harness.stats import Decision, decide, summarize
 from harness.store import ResultStore
 from harness.tsv import append_record, default_tsv_path, git_commit_of
@@ -129,7 +129,6 @@ def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lam
             result.trust = "self-reported" if result.isolated else "unisolated"
             result.evaluation = {"mode": "compat", "export": export,
                                  "note": "export failed; train.py's own score, self-reported"}
-            attach_normalization(result, hw, bench, baselines_path)
             write_json_atomic(Path(result.log_path).parent / "result.json", result.to_dict())
         store.put(result.to_dict())  # stored as soon as it ends: a killed submit loses no finished run
         results.append(result)
