@@ -1,11 +1,18 @@
 """
-The verified evaluator: scores an exported model with fixed code, in its own fresh container.
+The verified scorer: computes val_bpb with fixed code from logits that model servers send it.
 
-It sees only the exported program (token ids -> logits, weights included), the val data and the
-fixed files; the network is off. Before scoring, a causality probe checks that changing the tokens
-at positions >= t leaves the logits at positions < t unchanged: a model that peeks ahead is rejected.
+It never loads, unpickles or imports anything the candidate produced. The candidate's exported program
+runs in two model servers (fixed/model_server.py), each in a process or container of its own, which
+connect to this scorer's Unix socket and answer token batches with logits. Every answer is checked
+(frame, shape, dtype, finiteness, a time limit per batch) before it is used.
 
-    python3 evaluate.py --program DIR/model.pt2 --out OUT/eval.json
+Every scoring batch is probed for causality: each row gets its own cut position, drawn from the OS's
+randomness, and a probe copy of the batch whose tokens from the cut on come from another row (so the
+future still looks like text). The logits before each cut must not change. The scoring call and its
+probe go to different servers, in an order only the scorer knows, so neither server can tell which
+of its calls is scored or link a probe to its scoring call, even if it could remember its inputs.
+
+    python3 evaluate.py --socket OUT/model.sock --out OUT/eval.json [--servers 2]
 
 The environment gives the benchmark (HARNESS_DATA_DIR, with the val split). Writes one JSON file
 and prints it on a line starting with "evaluation ".
@@ -16,6 +23,7 @@ import json
 import math
 import os
 import random
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,125 +32,213 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import prepare  # noqa: E402  (the fixed module next to this file)
+import prepare  # noqa: E402  (the fixed modules next to this file)
+import wire  # noqa: E402
 
-PROBE_DRAWS = 2  # random cut positions per probed batch, each row its own, drawn from the OS
-PROBE_EXTRA = 0.125  # besides the first batch, each later scoring batch is probed with this chance
 PROBE_TOLERANCE = 1e-3  # max |logit difference| before the cut; float noise is far below this
+BATCH_TIMEOUT_S = 60.0  # one batch's answer, after the model is loaded
+CONNECT_TIMEOUT_S = 240.0  # the servers' start-up: a container start, torch import, loading the program
+MAX_PAD_VOCAB = 4096  # logits may carry this many padded vocabulary columns beyond VOCAB_SIZE
+DEFAULT_BATCH = 32
+WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_program(path, device):
-    """The exported module, refused when it writes to its inputs or keeps state between calls: a model
-    could then rewrite the targets it is scored on, or recognise a probe by remembering the last call."""
-    # Functionalize: in-place writes to inputs, buffers or parameters become explicit mutations in the
-    # signature (the training IR keeps them as plain copy_ nodes that the signature does not list).
-    program = torch.export.load(str(path)).run_decompositions({})
-    sig = program.graph_signature
-    mutated = [name for kind in ("user_inputs_to_mutate", "buffers_to_mutate", "parameters_to_mutate")
-               for name in (getattr(sig, kind, None) or {})]
-    if mutated:
-        raise InvalidModel(f"the exported model mutates its inputs or buffers ({', '.join(map(str, mutated))[:200]}): "
-                           "a scored model must be a pure function of its tokens")
-    module = program.module()
-    return module.to(device) if hasattr(module, "to") else module
+class Refused(Exception):
+    """The evaluation ends without a score; fields say why (invalid, nonfinite, timed_out, error)."""
+
+    def __init__(self, error, **fields):
+        super().__init__(error)
+        self.fields = {"error": error, **fields}
 
 
-class InvalidModel(ValueError):
-    """The exported program breaks a rule of the evaluation (not a crash of the harness)."""
+class Server:
+    """One connected model server, as the scorer sees it: a socket and what it said when it loaded."""
+
+    def __init__(self, sock, name):
+        self.sock, self.name = sock, name
+        self.hello = {}
+
+    def greet(self, deadline):
+        kind, length = wire.recv_header(self.sock, deadline)
+        if kind != b"HELO":
+            raise wire.WireError(f"expected HELO, got {kind!r}")
+        self.hello = wire.recv_json(self.sock, length, deadline)
+        return self.hello
+
+    def ask(self, x):
+        n, T = x.shape
+        payload = wire.TOKS_HEAD.pack(n, T) + x.to(torch.int64).contiguous().numpy().tobytes()
+        wire.send(self.sock, b"TOKS", payload)
+
+    def answer(self, n, T, vocab, timeout_s):
+        """The logits [n, T, V'] as float32, after checking everything the frame claims."""
+        deadline = time.monotonic() + timeout_s
+        kind, length = wire.recv_header(self.sock, deadline)
+        if kind != b"LOGI" or length < wire.LOGI_HEAD.size:
+            raise wire.WireError(f"expected logits, got a {kind!r} frame")
+        code, rn, rT, V = wire.LOGI_HEAD.unpack(bytes(wire.recv_exact(self.sock, wire.LOGI_HEAD.size, deadline)))
+        dtype = wire.DTYPES.get(code)
+        if dtype is None:
+            raise Refused(f"the model returned logits of an unknown dtype (code {code})", invalid=True)
+        if (rn, rT) != (n, T) or not vocab <= V <= vocab + MAX_PAD_VOCAB:
+            raise Refused(f"the model returned logits of shape ({rn}, {rT}, {V}), expected ({n}, {T}, V) with "
+                          f"{vocab} <= V <= {vocab + MAX_PAD_VOCAB}", invalid=True)
+        if length != wire.LOGI_HEAD.size + rn * rT * V * wire.ITEMSIZE[dtype]:
+            raise wire.WireError("a logits frame of the wrong length")
+        buf = wire.recv_exact(self.sock, length - wire.LOGI_HEAD.size, deadline)
+        return torch.frombuffer(buf, dtype=WIRE_DTYPES[dtype]).view(n, T, V).float()
+
+    def close(self):
+        try:
+            wire.send(self.sock, b"DONE")
+        except OSError:
+            pass
+        self.sock.close()
 
 
-def run_logits(model, x, batch):
-    """Logits in float32 for x [B, T]; pads to the exported batch when the batch is fixed."""
-    n = x.shape[0]
-    if batch and n < batch:
-        x = torch.cat([x, x[-1:].expand(batch - n, -1)])
-    out = model(x.clone())  # the model never touches the evaluator's own tensors
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out[:n].float()
+def accept_servers(listener, count, timeout_s):
+    servers = []
+    deadline = time.monotonic() + timeout_s
+    while len(servers) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Refused(f"only {len(servers)} of {count} model servers connected within {timeout_s:g} s",
+                          server_missing=True)
+        listener.settimeout(left)
+        try:
+            sock, _ = listener.accept()
+        except socket.timeout:
+            continue
+        sock.setblocking(True)
+        servers.append(Server(sock, "ab"[len(servers)] if len(servers) < 2 else str(len(servers))))
+    for s in servers:
+        hello = s.greet(deadline)
+        if not hello.get("ok"):
+            raise Refused(str(hello.get("error") or "the model server could not load the program")[:4000],
+                          invalid=hello.get("invalid") is True)
+    return servers
 
 
-def causality_probe(model, x, base, batch, vocab, rng):
-    """Max change of the logits before each row's cut when the tokens from the cut on are replaced.
-
-    The probe runs on a real scoring batch (same rows and shape as a scoring call, so a model cannot
-    tell the two apart), with cut positions drawn per row from the OS's randomness."""
+def probe_rows(x, rng, previous):
+    """(probe batch, cut per row): row r keeps its tokens before cuts[r]; from there on it holds another
+    row's tokens (the previous batch's when this batch has one row), so the future reads like text."""
     n, T = x.shape
-    worst = {"max_diff": 0.0, "position": None}
-    g = torch.Generator().manual_seed(rng.getrandbits(63))  # seeded from the OS: unknowable to the model
-    for _ in range(PROBE_DRAWS):
-        cuts = torch.randint(1, T, (n,), generator=g).to(x.device)
-        future = torch.arange(T, device=x.device)[None, :] >= cuts[:, None]
-        noise = torch.randint(0, vocab - len(prepare.SPECIAL_TOKENS), (n, T), generator=g).to(x.device)
-        logits = run_logits(model, torch.where(future, noise, x), batch)
-        d = torch.where(logits == base, torch.zeros_like(logits), (logits - base).abs())  # equal infinities: 0
-        diff = torch.where(~future, d.amax(dim=-1), torch.zeros_like(d[..., 0])).amax(dim=-1)  # before each cut
-        row = int(diff.argmax())
-        d = diff[row].item()
-        if not math.isfinite(d) or d > worst["max_diff"] or worst["position"] is None:
-            worst = {"max_diff": d if math.isfinite(d) else float("inf"), "position": int(cuts[row])}
-    worst["ok"] = worst["max_diff"] <= PROBE_TOLERANCE
-    worst["tolerance"] = PROBE_TOLERANCE
-    return worst
+    g = torch.Generator().manual_seed(rng.getrandbits(63))  # from the OS: unknowable to the model
+    cuts = torch.randint(1, T, (n,), generator=g)
+    if n > 1:
+        donor = torch.roll(x, shifts=int(torch.randint(1, n, (1,), generator=g)), dims=0)
+    elif previous is not None:
+        donor = previous[:1]
+    else:
+        donor = torch.randint(0, prepare.VOCAB_SIZE - len(prepare.SPECIAL_TOKENS), (n, T), generator=g)
+    future = torch.arange(T)[None, :] >= cuts[:, None]
+    return torch.where(future, donor, x), cuts
+
+
+def check_finite(logits):
+    real = logits[..., :prepare.VOCAB_SIZE]  # -inf is a legitimate mask (e.g. padded vocab); NaN, +inf are not
+    if torch.isnan(real).any() or torch.isposinf(real).any():
+        raise Refused("the model's logits are not finite (NaN or +inf)", nonfinite=True)
+
+
+def probe_diff(base, probe, cuts):
+    """(max |difference| of the logits before each row's cut, the row where it is largest)."""
+    T = base.shape[1]
+    before = torch.arange(T)[None, :] < cuts[:, None]
+    d = torch.where(base == probe, torch.zeros_like(base), (base - probe).abs())  # equal infinities: 0
+    d = torch.nan_to_num(d, nan=float("inf")).amax(dim=-1)
+    per_row = torch.where(before, d, torch.zeros_like(d)).amax(dim=-1)
+    row = int(per_row.argmax())
+    return float(per_row[row]), row
 
 
 @torch.no_grad()
-def evaluate(program_path, batch_size=32, device=None):
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    info_path = Path(program_path).with_name(prepare.EXPORT_INFO)
-    try:  # written by the candidate's process: trust nothing in it but a sane fixed batch size
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    except ValueError:
-        info = {}
-    info = info if isinstance(info, dict) else {}
-    fixed_batch = info.get("batch") if info.get("dynamic_batch") is False else None
-    if fixed_batch is not None and not (isinstance(fixed_batch, int) and 1 <= fixed_batch <= 4096):
-        fixed_batch = 8
-    batch = fixed_batch or batch_size
-    t0 = time.time()
-    model = load_program(program_path, device)
+def score(servers, batch_size, batch_timeout_s=BATCH_TIMEOUT_S):
+    """The verdict as a dict: val_bpb and the probe's record, or raises Refused."""
+    fixed = {s.hello.get("batch") for s in servers} - {None}
+    batch = batch_size
+    if fixed:
+        b = min(fixed)
+        batch = b if isinstance(b, int) and 1 <= b <= 4096 else batch_size
     data_dir, shards = prepare._split_shards("val")
     T = prepare.MAX_SEQ_LEN
     n_rows = prepare.EVAL_TOKENS // T
     stream = prepare._RowStream(data_dir, shards, single_pass=True)
-    token_bytes = prepare.get_token_bytes(device)
-    result = {"ok": False, "rows": n_rows, "seq_len": T, "eval_tokens": prepare.EVAL_TOKENS,
-              "device": str(device), "benchmark": prepare.BENCHMARK}
+    token_bytes = prepare.get_token_bytes("cpu")
     rng = random.SystemRandom()  # not reproducible on purpose: a model cannot learn where probes cut
-    total_nats, total_bytes, scored, done, probes = 0.0, 0, 0, 0, []
+    total_nats, total_bytes, scored, done = 0.0, 0, 0, 0
+    worst, probed_rows, previous = 0.0, 0, None
+    t_model = 0.0
     while done < n_rows:
-        rows = torch.from_numpy(stream.next_rows(min(batch, n_rows - done), T)).to(device)
-        x, y = rows[:, :-1], rows[:, 1:].clone()
-        logits = run_logits(model, x, fixed_batch)
-        if logits.shape[:2] != y.shape or logits.shape[-1] < prepare.VOCAB_SIZE:
-            result["error"] = f"the model returned logits of shape {tuple(logits.shape)}, expected [B, {T}, >= V]"
-            return result
-        real = logits[..., :prepare.VOCAB_SIZE]  # -inf is a legitimate mask (e.g. padded vocab); NaN, +inf are not
-        if torch.isnan(real).any() or torch.isposinf(real).any():
-            result.update(nonfinite=True, error="the model's logits are not finite (NaN or +inf)")
-            return result
-        if done == 0 or rng.random() < PROBE_EXTRA:
-            probe = causality_probe(model, x, logits, fixed_batch, prepare.VOCAB_SIZE, rng)
-            probes.append(probe)
-            if not probe["ok"]:
-                result["causality_probe"] = probe
-                result["error"] = (f"non-causal model: changing the tokens from position {probe['position']} on "
-                                   f"changed earlier logits by {probe['max_diff']:.3g} (tolerance {PROBE_TOLERANCE:g})")
-                return result
+        rows = torch.from_numpy(stream.next_rows(min(batch, n_rows - done), T))
+        x, y = rows[:, :-1], rows[:, 1:]
+        x_probe, cuts = probe_rows(x, rng, previous)
+        scorer_srv, prober = (servers[0], servers[1]) if rng.random() < 0.5 else (servers[1], servers[0])
+        calls = [(scorer_srv, x), (prober, x_probe)]
+        rng.shuffle(calls)  # which is asked first is unknowable too
+        t0 = time.monotonic()
+        for srv, tokens in calls:
+            srv.ask(tokens)
+        answers = {id(srv): srv.answer(x.shape[0], T, prepare.VOCAB_SIZE, batch_timeout_s) for srv, _ in calls}
+        t_model += time.monotonic() - t0
+        logits, probe_logits = answers[id(scorer_srv)], answers[id(prober)]
+        check_finite(logits)
+        check_finite(probe_logits)
+        diff, row = probe_diff(logits, probe_logits, cuts)
+        worst = max(worst, diff)
+        probed_rows += x.shape[0]
+        if not diff <= PROBE_TOLERANCE:
+            raise Refused(f"non-causal model: changing the tokens from position {int(cuts[row])} on (row {done + row}) "
+                          f"changed earlier logits by {diff:.3g} (tolerance {PROBE_TOLERANCE:g})", invalid=True,
+                          causality_probe={"ok": False, "max_diff": diff if math.isfinite(diff) else None,
+                                           "position": int(cuts[row]), "row": done + row,
+                                           "tolerance": PROBE_TOLERANCE})
         nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
         batch_nats, batch_bytes, batch_scored = prepare.masked_sums(nats, y, token_bytes)
         total_nats += batch_nats.item()
         total_bytes += int(batch_bytes.item())
         scored += int(batch_scored.item())
-        done += rows.shape[0]
-    result["causality_probe"] = {"ok": True, "batches_probed": len(probes), "tolerance": PROBE_TOLERANCE,
-                                 "max_diff": max(p["max_diff"] for p in probes)}
+        done += x.shape[0]
+        previous = x
     bpb = total_nats / (math.log(2) * total_bytes)
-    result.update({"ok": math.isfinite(bpb), "val_bpb": bpb if math.isfinite(bpb) else None,
-                   "total_nats": total_nats, "total_bytes": total_bytes, "scored_tokens": scored,
-                   "target_tokens": done * T, "seconds": round(time.time() - t0, 2)})
     if not math.isfinite(bpb):
-        result["error"] = "the score is not finite (NaN or inf logits)"
+        raise Refused("the score is not finite (NaN or inf logits)", nonfinite=True)
+    return {"val_bpb": bpb, "total_nats": total_nats, "total_bytes": total_bytes, "scored_tokens": scored,
+            "target_tokens": done * T, "batch": batch, "model_seconds": round(t_model, 2),
+            "causality_probe": {"ok": True, "rows_probed": probed_rows, "batches_probed": -(-done // batch),
+                                "cuts_per_row": 1, "max_diff": worst, "tolerance": PROBE_TOLERANCE}}
+
+
+def evaluate(socket_path, servers=2, batch_size=DEFAULT_BATCH, connect_timeout_s=CONNECT_TIMEOUT_S,
+             batch_timeout_s=BATCH_TIMEOUT_S):
+    result = {"ok": False, "rows": prepare.EVAL_TOKENS // prepare.MAX_SEQ_LEN, "seq_len": prepare.MAX_SEQ_LEN,
+              "eval_tokens": prepare.EVAL_TOKENS, "benchmark": prepare.BENCHMARK, "servers": servers}
+    t0 = time.time()
+    if servers != 2:
+        raise ValueError("the scorer needs exactly two model servers: a probe and its scoring call never share one")
+    listener = wire.listen(socket_path)
+    connected = []
+    try:
+        connected = accept_servers(listener, servers, connect_timeout_s)
+        listener.close()
+        result["server_hello"] = [s.hello for s in connected]
+        result.update(score(connected, batch_size, batch_timeout_s))
+        result["ok"] = True
+    except Refused as e:
+        result.update(e.fields)
+    except wire.Timeout as e:
+        result.update(error=f"the model did not answer within {batch_timeout_s:g} s per batch ({e})", timed_out=True)
+    except wire.WireError as e:
+        result.update(error=f"the model server broke the protocol or hung up: {e}", server_lost=True)
+    finally:
+        listener.close()
+        for s in connected:
+            s.close()
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+    result["seconds"] = round(time.time() - t0, 2)
     return result
 
 
@@ -158,15 +254,15 @@ def _finite(value):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Score an exported model on the val split with fixed code.")
-    parser.add_argument("--program", required=True, help="the exported program (model.pt2)")
+    parser = argparse.ArgumentParser(description="Score a model served over a socket on the val split with fixed code.")
+    parser.add_argument("--socket", required=True, help="the Unix socket the model servers connect to")
     parser.add_argument("--out", required=True, help="where to write the result JSON")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--servers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--batch-timeout", type=float, default=BATCH_TIMEOUT_S)
     args = parser.parse_args()
     try:
-        result = evaluate(args.program, args.batch_size)
-    except InvalidModel as e:
-        result = {"ok": False, "invalid": True, "error": str(e)[:4000]}
+        result = evaluate(args.socket, args.servers, args.batch_size, batch_timeout_s=args.batch_timeout)
     except Exception as e:  # noqa: BLE001 - the harness reads the error from the file
         result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:4000]}
     out = Path(args.out)

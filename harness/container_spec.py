@@ -90,7 +90,7 @@ def container_command(request: RunRequest) -> list[str]:
     """request.command with its {placeholders} as the container sees them, or the default."""
     command = command_paths(
         request, python=PYTHON, fixed=FIXED_MOUNT, data=DATA_MOUNT, out=OUT_MOUNT, train_py=TRAIN_PY,
-        mounts={name: extra_mount_target(name) for name in request.extra_mounts})
+        mounts={name: extra_mount_target(name) for name in {**request.extra_mounts, **request.rw_mounts}})
     return command or list(DEFAULT_COMMAND)
 
 
@@ -153,7 +153,7 @@ def container_env(request: RunRequest, gpus: bool) -> dict[str, str]:
         str(Path(request.data_dir)): DATA_MOUNT,
         str(Path(request.fixed_dir)): FIXED_MOUNT,
         str(out_dir(request)): OUT_MOUNT,
-        **{str(Path(p)): extra_mount_target(n) for n, p in request.extra_mounts.items()},
+        **{str(Path(p)): extra_mount_target(n) for n, p in {**request.extra_mounts, **request.rw_mounts}.items()},
     }
     env: dict[str, str] = {}
     for key, value in request.env.items():
@@ -198,6 +198,9 @@ def container_spec(request: RunRequest, image: str, uid: int = DEFAULT_UID) -> C
             mounts.append(ro(f"{DATA_MOUNT}/{_safe('data entry', entry)}", Path(request.data_dir) / entry))
     for name, source in sorted(request.extra_mounts.items()):
         mounts.append(ro(extra_mount_target(name), source))
+    for name, source in sorted(request.rw_mounts.items()):
+        mounts.append(docker.types.Mount(extra_mount_target(name), str(Path(source).absolute()), type="bind",
+                                         read_only=False))
     mounts.append(docker.types.Mount(OUT_MOUNT, str(out_dir(request).absolute()), type="bind", read_only=False))
     return ContainerSpec(
         image=image,

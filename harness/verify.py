@@ -1,5 +1,7 @@
-"""Verified evaluation of a finished training run: the exported model is scored by fixed/evaluate.py in a
-second fresh run (container) that holds only the program, the val data and the fixed files.
+"""Verified evaluation of a finished training run: the exported model is scored by fixed/evaluate.py (the
+scorer: fixed code, the val data, nothing of the candidate's) from the logits of two model servers
+(fixed/model_server.py running the candidate's program, without any data), each in a fresh run
+(container) of its own, joined by a Unix socket.
 
 Training in verified mode sees the train split and the tokenizer only (HARNESS_EVAL_MODE=export); its
 evaluate_bpb exports the model instead of scoring it. This module runs the evaluator and folds its
@@ -12,17 +14,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Backend, RunRequest
+from harness.backends.base import Backend, ProcessOutcome, RunRequest
 from harness.benchmarks import Benchmark
 from harness.result import RunResult
 
 # What verified training sees of the data cache: never the val split.
 TRAINING_ENTRIES = ["manifest.json", "tokenizer", "train"]
 EXPORT_ENV = {"HARNESS_EVAL_MODE": "export"}
-EVALUATOR_COMMAND = ["{python}", "{fixed}/evaluate.py", "--program", "{export}/model.pt2", "--out", "{out}/eval.json"]
+# The scorer (fixed code, with the val split) listens on a socket in a folder of its own (writable for it,
+# read-only for the servers); two model servers (the candidate's program, no data at all) connect to it
+# from runs of their own.
+SCORER_COMMAND = ["{python}", "{fixed}/evaluate.py", "--socket", "{sock}/model.sock", "--out", "{out}/eval.json"]
+MODEL_SERVER_COMMAND = ["{python}", "{fixed}/model_server.py", "--program", "{export}/model.pt2",
+                        "--socket", "{sock}/model.sock", "--role", "{role}"]
+MODEL_SERVERS = ("a", "b")
 
 
 EXPORT_KEYS = ("ok", "error", "file", "seq_len", "vocab_size", "dynamic_batch", "batch", "torch", "device",
@@ -55,34 +64,83 @@ def export_info(run_dir: Path) -> dict[str, Any] | None:
     return info
 
 
-def evaluator_request(train: RunRequest, bench: Benchmark) -> RunRequest:
+def evaluator_requests(train: RunRequest, bench: Benchmark) -> tuple[RunRequest, list[RunRequest]]:
+    """The scorer's run and the two model servers' runs of one verified evaluation."""
     eval_dir = train.run_dir / "eval"
     (eval_dir / "out").mkdir(parents=True, exist_ok=True)
     (eval_dir / "out" / "eval.json").unlink(missing_ok=True)  # a re-score never reads an old verdict
+    sock_dir = eval_dir / "sock"
+    sock_dir.mkdir(exist_ok=True)
     env = {k: v for k, v in train.env.items() if k not in EXPORT_ENV}
     env["HARNESS_OUT_DIR"] = str(eval_dir / "out")
-    return RunRequest(
+    cancel = threading.Event()
+    scorer = RunRequest(
         run_id=train.run_id + "-eval", train_py=train.train_py, benchmark=bench, data_dir=train.data_dir,
         fixed_dir=train.fixed_dir, run_dir=eval_dir, env=env, hard_timeout_s=bench.eval_timeout_s,
-        gpu_uuids=list(train.gpu_uuids), log_cap_bytes=train.log_cap_bytes, command=list(EVALUATOR_COMMAND),
-        extra_mounts={"export": train.run_dir / "out"}, data_entries=None, mount_train_py=False)
+        gpu_uuids=list(train.gpu_uuids), log_cap_bytes=train.log_cap_bytes, command=list(SCORER_COMMAND),
+        rw_mounts={"sock": sock_dir}, data_entries=None, mount_train_py=False, cancel=cancel)
+    servers = []
+    for role in MODEL_SERVERS:
+        model_dir = eval_dir / f"model-{role}"
+        (model_dir / "out").mkdir(parents=True, exist_ok=True)
+        command = [part.replace("{role}", role) for part in MODEL_SERVER_COMMAND]
+        servers.append(RunRequest(
+            run_id=f"{train.run_id}-model-{role}", train_py=train.train_py, benchmark=bench, data_dir=train.data_dir,
+            fixed_dir=train.fixed_dir, run_dir=model_dir,
+            env={"HARNESS_OUT_DIR": str(model_dir / "out"), "HARNESS_BENCHMARK": bench.name},
+            hard_timeout_s=bench.eval_timeout_s, gpu_uuids=list(train.gpu_uuids), log_cap_bytes=train.log_cap_bytes,
+            command=command, extra_mounts={"export": train.run_dir / "out", "sock": sock_dir},
+            data_entries=[], mount_train_py=False, cancel=cancel))
+    return scorer, servers
+
+
+def _log_tail(path: Path, n: int = 500) -> str:
+    try:
+        return path.read_text(errors="replace")[-2000:].strip()[-n:]
+    except OSError:
+        return ""
 
 
 def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend) -> dict[str, Any]:
-    """Run fixed/evaluate.py in a fresh run; its result, or an error saying what went wrong."""
-    request = evaluator_request(train, bench)
-    outcome = backend.execute(request, lambda _line: None)
-    path = request.run_dir / "out" / "eval.json"
+    """Run the scorer and the two model servers at once; the scorer's verdict, or an error saying what went
+    wrong. The scorer runs in this thread (Ctrl-C reaches it); when it ends, the servers are cancelled."""
+    scorer, servers = evaluator_requests(train, bench)
+    outcomes: dict[str, Any] = {}
+
+    def serve(req: RunRequest) -> None:
+        try:
+            outcomes[req.run_id] = backend.execute(req, lambda _line: None)
+        except Exception as e:  # noqa: BLE001 - a backend must not raise; if it does, the scorer still ends
+            outcomes[req.run_id] = e
+
+    threads = [threading.Thread(target=serve, args=(req,), name=f"harness-{req.run_id}", daemon=True)
+               for req in servers]
+    for t in threads:
+        t.start()
+    try:
+        outcome = backend.execute(scorer, lambda _line: None)
+    finally:
+        assert scorer.cancel is not None
+        scorer.cancel.set()
+        for t in threads:
+            t.join(60)
+    path = scorer.run_dir / "out" / "eval.json"
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         why = outcome.infra_error or ("timed out" if outcome.timed_out else f"exit code {outcome.exit_code}")
-        tail = outcome.log_path.read_text(errors="replace")[-2000:] if outcome.log_path.exists() else ""
-        result = {"ok": False, "error": f"the evaluator produced no result ({why}): {tail.strip()[-500:]}"}
+        result = {"ok": False, "error": f"the scorer produced no result ({why}): {_log_tail(outcome.log_path)}",
+                  "timed_out": outcome.timed_out}
+    server_infra = [o.infra_error for o in outcomes.values() if isinstance(o, ProcessOutcome) and o.infra_error]
+    if not result.get("ok") and (result.get("server_lost") or result.get("server_missing")):
+        # The model side failed (crash, OOM, refused start): its own log says why.
+        tails = [f"model server {req.run_id[-1]}: {_log_tail(req.run_dir / 'log.txt', 300)}" for req in servers]
+        result["error"] = f"{result.get('error')}; " + " | ".join(tails)
     result["seconds_observed"] = round(outcome.ended_at - outcome.started_at, 2)
     result["log_path"] = str(outcome.log_path)
+    result["server_logs"] = [str(req.run_dir / "log.txt") for req in servers]
     result["backend"] = outcome.backend
-    result["infra_error"] = outcome.infra_error
+    result["infra_error"] = outcome.infra_error or (server_infra[0] if server_infra and not result.get("ok") else None)
     result["aborted"] = outcome.aborted
     return result
 
@@ -112,6 +170,8 @@ def apply_verification(result: RunResult, export: dict[str, Any] | None, evaluat
             result.status, result.reason = "invalid", evaluation.get("error")
         elif evaluation and evaluation.get("nonfinite"):
             result.status, result.reason = "nan", evaluation["error"]
+        elif evaluation and evaluation.get("timed_out"):
+            result.status, result.reason = "timeout", f"verified evaluation: {evaluation.get('error')}"
         elif evaluation and evaluation.get("infra_error"):
             result.status, result.reason = "infra_error", f"verified evaluation: {evaluation['infra_error']}"
         else:

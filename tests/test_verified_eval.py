@@ -36,14 +36,40 @@ class TinyLM(torch.nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
 
 
-def evaluate_in_container_style(prepare_dir, export_dir, tmp_path):
-    """Run fixed/evaluate.py as its own process, as the evaluator container does."""
-    env = {**os.environ, "HARNESS_DATA_DIR": str(prepare_dir), "PYTHONPATH": str(REPO / "fixed")}
+class Finished:
+    """What the scorer process left: its exit code and output, and the model servers' outputs."""
+
+    def __init__(self, returncode, stdout, servers):
+        self.returncode, self.stdout, self.servers = returncode, stdout, servers
+
+
+def evaluate_in_container_style(prepare_dir, export_dir, tmp_path, program=None):
+    """Run the scorer and its two model servers as processes of their own, as the evaluator containers do:
+    the scorer sees the data, the servers only the program and the socket."""
+    sock = tmp_path / "sock" / "model.sock"
+    sock.parent.mkdir(exist_ok=True)
     out = tmp_path / "eval.json"
-    proc = subprocess.run([sys.executable, str(REPO / "fixed" / "evaluate.py"), "--program",
-                           str(export_dir / "model.pt2"), "--out", str(out)], env=env, capture_output=True,
-                          text=True, timeout=300)
-    return proc, json.loads(out.read_text())
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
+    scorer = subprocess.Popen([sys.executable, str(REPO / "fixed" / "evaluate.py"), "--socket", str(sock), "--out",
+                               str(out)], env={**base, "HARNESS_DATA_DIR": str(prepare_dir),
+                                               "PYTHONPATH": str(REPO / "fixed")},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    servers = [subprocess.Popen([sys.executable, str(REPO / "fixed" / "model_server.py"), "--program",
+                                 str(program or export_dir / "model.pt2"), "--socket", str(sock), "--role", role],
+                                env={**base, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+               for role in "ab"]
+    try:
+        stdout, _ = scorer.communicate(timeout=300)
+    finally:
+        outputs = []
+        for s in servers:
+            try:
+                outputs.append(s.communicate(timeout=20)[0])
+            except subprocess.TimeoutExpired:
+                s.kill()
+                outputs.append(s.communicate()[0])
+    return Finished(scorer.returncode, stdout, outputs), json.loads(out.read_text())
 
 
 def test_verified_bpb_equals_in_process(tiny_cache, tmp_path):
@@ -53,7 +79,7 @@ def test_verified_bpb_equals_in_process(tiny_cache, tmp_path):
     info = p.export_model(model, tmp_path / "out")
     assert info["ok"], info["error"]
     proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + "".join(proc.servers)
     assert result["causality_probe"]["ok"]
     assert result["target_tokens"] == p.EVAL_TOKENS
     assert result["val_bpb"] == pytest.approx(expected, rel=1e-5)
@@ -136,7 +162,7 @@ def test_a_model_that_mutates_its_input_is_invalid(tiny_cache, tmp_path):
     # Either the export kept the mutation and the evaluator refuses the model, or the mutation is gone
     # (the graph is pure); never a score computed on rewritten targets.
     if result.get("invalid"):
-        assert proc.returncode == 1 and "mutates its inputs" in result["error"]
+        assert proc.returncode == 1 and "mutates" in result["error"]
     else:
         honest = p.evaluate_bpb(TinyLM(p.VOCAB_SIZE), p.Tokenizer.from_directory(), 64)
         assert result["val_bpb"] == pytest.approx(honest, rel=1e-5)
@@ -172,4 +198,4 @@ def test_a_stateful_model_is_invalid(tiny_cache, tmp_path):
     info = p.export_model(RemembersTheLastCall(p.VOCAB_SIZE), tmp_path / "out")
     assert info["ok"], info["error"]
     proc, result = evaluate_in_container_style(tiny_cache.data_dir, tmp_path / "out", tmp_path)
-    assert proc.returncode == 1 and result["invalid"] and "mutates its inputs or buffers" in result["error"]
+    assert proc.returncode == 1 and result["invalid"] and "mutates" in result["error"]

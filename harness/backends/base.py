@@ -9,6 +9,7 @@ status from the outcome and the log is harness/outcome.py's job, not the backend
 from __future__ import annotations
 
 import shlex
+import threading
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,15 @@ class RunRequest:
     command: list[str] | None = None
     # Read-only extra inputs, by name (the evaluator gets the exported model folder this way).
     extra_mounts: dict[str, Path] = field(default_factory=dict)
+    # Writable folders shared with other runs, by name, always bind-mounted (never a private tmpfs): the
+    # verified scorer's socket folder, which the model servers get read-only through extra_mounts.
+    rw_mounts: dict[str, Path] = field(default_factory=dict)
     # Only these top-level entries of data_dir are visible (verified training hides "val"); None: all.
     data_entries: list[str] | None = None
     mount_train_py: bool = True  # the evaluator needs no candidate code
+    # Set by the caller to end the run early (the model server once the scorer is done): the backend
+    # kills it and reports kill_reason "cancelled". Never set by anything the run controls.
+    cancel: threading.Event | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -63,7 +70,7 @@ class ProcessOutcome:
     log_truncated: bool
     image: str | None = None  # image id (docker)
     image_tag: str | None = None
-    kill_reason: str | None = None  # why the harness killed the run: "timeout", "output_limit"
+    kill_reason: str | None = None  # why the harness killed the run: "timeout", "output_limit", "cancelled"
 
 
 def visible_data_dir(request: RunRequest) -> Path:

@@ -358,12 +358,13 @@ class DockerBackend:
             if src.absolute() != dst.absolute():
                 shutil.copyfile(src, dst)
             os.chmod(dst, 0o644)
-        out = out_dir(request)
-        out.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(out, uid, uid)
-        elif uid != os.getuid():
-            os.chmod(out, 0o777)
+        for out in [out_dir(request), *request.rw_mounts.values()]:
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(out, uid, uid)
+            elif uid != os.getuid():
+                os.chmod(out, 0o777)
         return None
 
     def _create(self, client: Any, kwargs: dict[str, Any], request: RunRequest) -> Any:
@@ -393,6 +394,9 @@ class DockerBackend:
                 st.ended_at = waiter.ended_at
                 break
             now = time.time()
+            if request.cancel is not None and request.cancel.is_set():
+                self._kill(container, sink, st, "cancelled", "[harness] cancelled by the harness: container killed")
+                break
             if now >= deadline:
                 st.timed_out = True
                 self._kill(container, sink, st, "timeout",

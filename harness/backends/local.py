@@ -49,11 +49,11 @@ class LocalBackend:
         env["PYTHONUNBUFFERED"] = "1"
         command = command_paths(request, python=self.python, fixed=str(request.fixed_dir), data=str(data),
                                 out=str(request.run_dir / "out"), train_py=str(request.train_py),
-                                mounts={k: str(v) for k, v in request.extra_mounts.items()})
+                                mounts={k: str(v) for k, v in {**request.extra_mounts, **request.rw_mounts}.items()})
         command = command or [self.python, "-u", str(request.train_py)]
         sink = LogSink(request.run_dir / "log.txt", request.log_cap_bytes)
         started = time.time()
-        timed_out = aborted = False
+        timed_out = aborted = cancelled = False
         try:
             proc = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,6 +82,10 @@ class LocalBackend:
         try:
             while reader.is_alive():
                 deliver(max(0.0, min(0.25, deadline - time.time())))
+                if request.cancel is not None and request.cancel.is_set():
+                    cancelled = True
+                    sink.note("[harness] cancelled by the harness: killed")
+                    break
                 if time.time() >= deadline:  # the harness owns the clock
                     timed_out = True
                     sink.note(f"[harness] hard timeout: killed after {request.hard_timeout_s:g} s")
@@ -107,4 +111,4 @@ class LocalBackend:
             backend="local", isolated=False, exit_code=exit_code, timed_out=timed_out, aborted=aborted,
             oom_killed=False, infra_error=None, started_at=started, first_output_at=sink.first_output_at,
             ended_at=ended, log_path=sink.path, log_truncated=sink.truncated,
-            kill_reason="timeout" if timed_out else None)
+            kill_reason="timeout" if timed_out else ("cancelled" if cancelled else None))
