@@ -238,11 +238,12 @@ def test_corrupt_file_is_detected_and_rebuilt(tiny_bench, tmp_path):
     messages = []
     rebuilt = prepare_benchmark(tiny_bench, data_dir=info.data_dir, log=messages.append)
     assert any("corrupt" in m and "rebuilding" in m for m in messages)
-    assert shard.read_bytes() == original  # deterministic: the same data again
-    assert rebuilt.manifest["files"] == info.manifest["files"]
-    # Same data, same manifest byte for byte (build time lives in build.json): comparable across labs.
-    assert (info.data_dir / "manifest.json").read_bytes() == manifest_bytes
-    assert rebuilt.manifest_sha256 == info.manifest_sha256
+    assert shard.read_bytes() == original  # deterministic: the same train data again
+    public = lambda files: {k: v for k, v in files.items() if not k.startswith("val/")}  # noqa: E731
+    assert public(rebuilt.manifest["files"]) == public(info.manifest["files"])
+    # The val text is drawn anew from the OS (it is secret), so the manifest changes with it.
+    assert rebuilt.manifest["splits"]["val"] != info.manifest["splits"]["val"]
+    assert (info.data_dir / "manifest.json").read_bytes() != manifest_bytes
     # A partial file (truncated) is caught by its size.
     shard.write_bytes(original[:100])
     with pytest.raises(DataError, match="truncated"):
@@ -294,3 +295,21 @@ def test_missing_parquet_shard_is_a_clear_error(tmp_path):
     bench = get_benchmark("climbmix")
     with pytest.raises(DataError, match="shard_00000.parquet: missing"):
         prepare_benchmark(bench, data_dir=tmp_path / "c", source_dir=tmp_path)
+
+
+def test_tiny_val_text_is_secret_but_its_floor_is_not(tiny_bench, tiny_cache, tmp_path):
+    """Two preparations of tiny (two labs) share the chain, the train text and the floor; the val text
+    comes from a seed drawn from the OS and cannot be rebuilt from benchmarks.yaml."""
+    from harness.data import prepare_benchmark
+
+    other = prepare_benchmark(tiny_bench, data_dir=tmp_path / "tiny")
+    a, b = tiny_cache.manifest, other.manifest
+    assert a["stats"]["entropy_floor_bpb"] == b["stats"]["entropy_floor_bpb"]
+    assert a["files"]["train/00000.bin"] == b["files"]["train/00000.bin"]
+    assert a["files"]["val/00000.bin"]["sha256"] != b["files"]["val/00000.bin"]["sha256"]
+    # Regenerating "val" from the public seed (as the old scheme did) does not give this val text.
+    p = load_prepare(None)
+    public_val = p.generate_markov_docs(tiny_bench.data, 5_000, seed=tiny_bench.data["seed"] + 2)
+    first_doc_tokens = np.fromfile(tiny_cache.data_dir / "val" / "00000.bin", dtype=np.uint16)[:64]
+    enc, _, _ = p.load_encoding(tiny_cache.data_dir / "tokenizer")
+    assert enc.decode(first_doc_tokens[1:40].tolist()) not in "".join(public_val)
