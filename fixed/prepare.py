@@ -464,6 +464,7 @@ MODEL_HINT = json.loads(os.environ.get("HARNESS_MODEL_HINT", "{}") or "{}")
 # harness's own evaluator instead of scoring it here (see export_model).
 EVAL_MODE = os.environ.get("HARNESS_EVAL_MODE", "inprocess")
 OUT_DIR = os.environ.get("HARNESS_OUT_DIR", "")
+FEED = os.environ.get("HARNESS_FEED", "")  # the harness's train-data socket; empty: read the shards here
 EXPORT_FILE = "model.pt2"
 EXPORT_INFO = "export.json"
 EXPORT_BATCH = 8  # example batch for torch.export; the batch dimension is exported as dynamic when it can be
@@ -614,13 +615,56 @@ def _to_device(rows, device, pinned):
     return t[:, :-1], t[:, 1:]
 
 
+class _FeedStream:
+    """The train rows from the harness's feed (harness/feed.py) over a Unix socket: in a harness run the
+    train shards are not here, and the harness times every batch from outside. One request is kept in
+    flight, so the next batch is packed while this one trains."""
+
+    def __init__(self, path, B, T, buffer_size):
+        import socket
+        import struct
+
+        self._head, self._answer = struct.Struct("<III"), struct.Struct("<II")
+        folder, name = os.path.split(os.path.abspath(path))
+        cwd = os.getcwd()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.chdir(folder)  # a socket address holds 108 bytes: connect from the socket's folder
+            self.sock.connect(name)
+        finally:
+            os.chdir(cwd)
+        self.request = self._head.pack(B, T, buffer_size)
+        self.B, self.T, self.epoch = B, T, 1
+        self.sock.sendall(self.request)
+
+    def _exact(self, n):
+        buf = bytearray(n)
+        view, got = memoryview(buf), 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if not k:
+                raise RuntimeError("the harness's data feed closed")
+            got += k
+        return buf
+
+    def next_rows(self, B, T):
+        rB, rT = self._answer.unpack(bytes(self._exact(self._answer.size)))
+        rows = np.frombuffer(self._exact(rB * (rT + 1) * 2), dtype=TOKEN_DTYPE).reshape(rB, rT + 1)
+        self.sock.sendall(self.request)  # the next one, while this one trains
+        return rows.astype(np.int64)
+
+
 def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None):
     """Infinite iterator of (inputs, targets, epoch): int64 tensors [B, T] on the device (CUDA when
     available, else CPU). Rows start with BOS at a document start; no padding.
-    buffer_size is the best-fit buffer (documents held while packing), as in autoresearch."""
-    data_dir, shards = _split_shards(split)
+    buffer_size is the best-fit buffer (documents held while packing), as in autoresearch.
+    In a harness run the train split comes from the harness's feed (HARNESS_FEED), the same rows."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    stream = _RowStream(data_dir, shards, buffer_size)
+    if split == "train" and FEED:
+        stream = _FeedStream(os.path.join(FEED, "feed.sock"), B, T, buffer_size)
+    else:
+        data_dir, shards = _split_shards(split)
+        stream = _RowStream(data_dir, shards, buffer_size)
     while True:
         x, y = _to_device(stream.next_rows(B, T), device, pinned=True)
         yield x, y, stream.epoch

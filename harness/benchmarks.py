@@ -19,6 +19,10 @@ from harness import paths
 
 DEFAULT_THRESHOLDS = {"throttle_max_share": 0.05, "min_sm_clock_fraction": 0.90, "slow_device_fraction": 0.5}
 DEFAULT_SIGNIFICANCE = {"alpha": 0.05, "seeds": 3}
+# The harness's clock, observed from outside the run (docs/design.md, "The clock"): the first training
+# batch must be asked for within startup_s of the start; batches may flow for budget * (1 + overrun)
+# + warmup_s; the run must end within export_s of its last batch. Past either, it is flagged over_budget.
+DEFAULT_CLOCK = {"startup_s": 60.0, "warmup_s": 10.0, "overrun": 0.05, "export_s": 60.0}
 
 
 class BenchmarkError(ValueError):
@@ -51,6 +55,7 @@ class Benchmark:
     thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     significance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SIGNIFICANCE))
     eval_timeout_s: float = 600.0
+    clock: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CLOCK))
 
     def data_config(self) -> dict[str, Any]:
         """What fixed/prepare.py needs to build the cache; its hash identifies the cache."""
@@ -127,6 +132,7 @@ def parse_benchmarks(doc: Any, source: str = "benchmarks.yaml") -> dict[str, Ben
             thresholds={**DEFAULT_THRESHOLDS, **b.get("thresholds", {})},
             significance={**DEFAULT_SIGNIFICANCE, **b.get("significance", {})},
             eval_timeout_s=float(b.get("eval_timeout_s", 600.0)),
+            clock={**DEFAULT_CLOCK, **b.get("clock", {})},
         )
     return out
 

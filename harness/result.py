@@ -49,6 +49,8 @@ class RunResult:
     normalization: dict[str, Any] | None = None
     flags: list[str] = field(default_factory=list)
     evaluation: dict[str, Any] | None = None
+    clock: dict[str, Any] | None = None  # the harness's clock (harness/clock.py): spans seen from outside
+    reported: dict[str, Any] | None = None  # verified runs: train.py's own printed figures, never measured
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,9 @@ from typing import Any, Callable
 from harness import paths
 from harness.backends.base import DEFAULT_LOG_CAP_BYTES, Backend, ProcessOutcome, RunRequest
 from harness.benchmarks import Benchmark
+from harness.clock import ClockLimits, judge, kill_reason
 from harness.data import CacheInfo, cache_info
+from harness.feed import FeedServer
 from harness.logparse import parse_progress, parse_summary
 from harness.outcome import decide
 from harness.provenance import build_provenance
@@ -22,8 +25,8 @@ from harness.hw.context import HardwareContext, detect_hardware
 from harness.hw.normalize import Baselines, load_baselines, normalize
 from harness.hw.telemetry import flags_for, start_sampler
 from harness.result import RunResult, Timings, finite, write_json_atomic
-from harness.verify import (EXPORT_ENV, TRAINING_ENTRIES, apply_verification, check_floor, export_info,
-                            run_evaluator)
+from harness.verify import (COMPAT_ENTRIES, EXPORT_ENV, TRAINING_ENTRIES, apply_verification, check_floor,
+                            export_info, run_evaluator)
 
 Event = Callable[[str, Any], None]
 
@@ -160,14 +163,17 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     run_dir.mkdir(parents=True)
     (run_dir / "out").mkdir()
     shutil.copyfile(train_py, run_dir / "train.py")  # the run sees a copy: the original cannot be changed
+    # The train split is served by the harness from outside (harness/feed.py), never mounted.
+    feed = FeedServer(cache.data_dir, cache.manifest, run_dir / "feed")
     request = RunRequest(
         run_id=run_id, train_py=run_dir / "train.py", benchmark=bench, data_dir=cache.data_dir,
         fixed_dir=paths.fixed_dir(), run_dir=run_dir,
         env={**run_env(bench, cache.data_dir, run_dir, budget, seed, hw.peak_flops_env),
-             **(EXPORT_ENV if opts.verified else {}), **opts.extra_env},
+             "HARNESS_FEED": str(feed.sock_dir), **(EXPORT_ENV if opts.verified else {}), **opts.extra_env},
         hard_timeout_s=hard_timeout, gpu_uuids=hw.gpu_uuids, log_cap_bytes=opts.log_cap_bytes,
         command=list(CALIBRATED_COMMAND) if opts.calibrate else None,
-        data_entries=list(TRAINING_ENTRIES) if opts.verified else None)
+        extra_mounts={"feed": feed.sock_dir},
+        data_entries=list(TRAINING_ENTRIES if opts.verified else COMPAT_ENTRIES), cancel=threading.Event())
     on_event("start", {"run_id": run_id, "run_dir": run_dir, "backend": backend.name, "budget_s": budget,
                        "seed": seed, "isolated": backend.name != "local", "hardware": hw.cls.label})
     # Telemetry is sampled here on the host, by UUID, never inside the container; the series goes beside
@@ -175,7 +181,11 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     sampler, no_telemetry = start_sampler(hw.gpu.uuid if hw.gpu else None, series_path=run_dir / "telemetry.jsonl",
                                           nvml_module=opts.nvml_module)
     watcher = _Watcher(on_event)
+    limits = ClockLimits.of(budget, bench.clock)
     t0 = time.time()
+    feed.start()
+    guard = _ClockGuard(feed, limits, request, watcher, t0, check_tail=opts.verified)
+    guard.start()
     try:
         outcome = backend.execute(request, watcher)
     except KeyboardInterrupt:  # a backend should catch it itself; this is the safety net
@@ -183,10 +193,15 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     except Exception as e:  # noqa: BLE001 - whatever broke, the run still gets its record
         outcome = _failed_outcome(backend.name, run_dir, t0, infra_error=f"{type(e).__name__}: {e}")
     finally:
+        guard.stop()
+        feed.stop()
         if sampler is not None:
             sampler.stop()
     result = build_result(request, outcome, watcher, cache, budget, seed, opts.description, train_py,
                           score_deferred=opts.verified)
+    clock = judge(feed.stats(), guard.start_at(), outcome.ended_at, limits, check_tail=opts.verified)
+    if guard.killed and result.status not in ("aborted", "infra_error"):
+        result.status, result.reason = "timeout", f"killed by the harness's clock: {guard.killed}"
     if opts.verified:
         export = export_info(run_dir)
         evaluation = None
@@ -195,33 +210,74 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
             evaluation = run_evaluator(request, bench, backend)
         apply_verification(result, export, evaluation)
     check_floor(result)
-    check_budget(result)
+    attach_clock(result, clock)
     attach_hardware(result, hw, bench, sampler, no_telemetry, watcher, run_dir, calibrated=opts.calibrate)
+    if opts.verified:
+        measured_metrics(result)
     attach_normalization(result, hw, bench, opts.baselines_path)
     write_json_atomic(run_dir / "result.json", result.to_dict())
     on_event("end", result)
     return result
 
 
-def budget_allowance(budget: float) -> float:
-    """What training may take beyond the budget, as the harness sees it, before the run is flagged:
-    the process start, the model build and (on CUDA) torch.compile's first steps, which train.py
-    leaves out of its own clock."""
-    return max(90.0, 0.25 * budget)
+class _ClockGuard:
+    """Watches the feed while the run goes: kills it (through request.cancel) once it is far past the
+    clock's limits, so an over-long run cannot keep the machine until its hard timeout."""
+
+    def __init__(self, feed: FeedServer, limits: ClockLimits, request: RunRequest, watcher: "_Watcher",
+                 t0: float, check_tail: bool):
+        self.feed, self.limits, self.request, self.watcher, self.t0 = feed, limits, request, watcher, t0
+        self.check_tail = check_tail
+        self.killed: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="harness-clock", daemon=True)
+
+    def start_at(self) -> float:
+        """Where the candidate's time starts: after the calibration, when one ran first."""
+        return self.watcher.calibrated_at or self.t0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            why = kill_reason(self.feed.stats(), self.start_at(), time.time(), self.limits, self.check_tail)
+            if why and self.request.cancel is not None:
+                self.killed = why
+                self.request.cancel.set()
+                return
 
 
-def check_budget(result: RunResult) -> None:
-    """The harness's own view of the training time, from its own clock alone (nothing train.py prints):
-    the training container's start (after calibration) to its end. Verified runs only, where the
-    evaluation happens elsewhere, so that span is training plus start-up and the export. A run past
-    budget + allowance is flagged over_budget and never counts toward a decision."""
-    if (result.evaluation or {}).get("mode") != "verified":
-        return
-    t = result.timings
-    observed = t.ended_at - (t.started_at + (t.calibration_s or 0.0))
-    result.timings.training_observed_s = observed
-    if observed > result.budget_s + budget_allowance(result.budget_s):
+def attach_clock(result: RunResult, clock: Any) -> None:
+    """The clock's spans go into the record. A run that trained to the end past a limit is flagged
+    over_budget (it never counts), and so is one the clock killed; other failures keep their status."""
+    result.clock = clock.to_dict()
+    result.timings.training_observed_s = clock.window_s
+    killed = (result.reason or "").startswith("killed by the harness's clock")
+    if (result.status == "ok" and clock.over_budget) or killed:
         result.flags = sorted(set(result.flags) | {"over_budget"})
+
+
+def measured_metrics(result: RunResult) -> None:
+    """A verified record's metrics hold what the harness measured; train.py's printed figures go to
+    `reported`, never shown as measured."""
+    reported = {k: v for k, v in result.metrics.items() if k not in ("val_bpb", "reported_val_bpb")}
+    result.reported = reported or None
+    clock = result.clock or {}
+    summary = (result.telemetry or {}).get("summary") or {}
+    peak = summary.get("max_mem_used_bytes")
+    result.metrics = {
+        "val_bpb": result.metrics.get("val_bpb"),
+        "reported_val_bpb": result.metrics.get("reported_val_bpb"),
+        "training_seconds": clock.get("window_s"),
+        "total_tokens_M": (clock.get("tokens") or 0) / 1e6,
+        "peak_vram_mb": peak / (1024 * 1024) if peak else None,
+        "num_steps": None, "mfu_percent": None,
+    }
 
 
 def attach_hardware(result: RunResult, hw: HardwareContext, bench: Benchmark, sampler: Any,

@@ -22,8 +22,10 @@ from harness.backends.base import Backend, ProcessOutcome, RunRequest
 from harness.benchmarks import Benchmark
 from harness.result import RunResult
 
-# What verified training sees of the data cache: never the val split.
-TRAINING_ENTRIES = ["manifest.json", "tokenizer", "train"]
+# What training sees of the data cache: never the train shards (the harness's feed serves them, see
+# harness/feed.py); in verified mode never the val split either; compat mode scores itself on val.
+TRAINING_ENTRIES = ["manifest.json", "tokenizer"]
+COMPAT_ENTRIES = ["manifest.json", "tokenizer", "val"]
 EXPORT_ENV = {"HARNESS_EVAL_MODE": "export"}
 # The scorer (fixed code, with the val split) listens on a socket in a folder of its own (writable for it,
 # read-only for the servers); two model servers (the candidate's program, no data at all) connect to it

@@ -1,0 +1,170 @@
+"""The training data feed: the harness serves the train split to a run over a Unix socket, from outside it.
+
+The train shards are not mounted in the run; fixed/prepare.py's make_dataloader asks this server for
+each batch of rows. Whatever the candidate patches inside its process (its clock, the loader, `time`
+itself), the harness sees here, with its own clock, when the first batch was taken, when the last one
+was, and how many rows and tokens went out. harness/clock.py turns that into the training window.
+
+    with FeedServer(data_dir, manifest, sock_dir) as feed:   # one per run
+        ... run ...
+        feed.stats()  -> FeedStats
+
+Wire (little-endian): the client sends u32 B, u32 T, u32 buffer_size; the server answers u32 B, u32 T
+and then B*(T+1) uint16 token ids, packed best-fit exactly as prepare._RowStream packs them locally.
+Each connection is one dataloader with its own stream, as make_dataloader is locally.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.fixedcode import load_fixed_module
+
+REQUEST = struct.Struct("<III")
+ANSWER = struct.Struct("<II")
+SOCKET_NAME = "feed.sock"
+MAX_ROWS = 1 << 16  # rows per request
+MAX_T = 1 << 17
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    """What left the feed, timed by the harness."""
+    first_batch_at: float | None
+    last_batch_at: float | None
+    batches: int
+    rows: int
+    tokens: int  # target tokens: rows * T
+    connections: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FeedServer:
+    def __init__(self, data_dir: Path, manifest: dict[str, Any], sock_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.shards = manifest["splits"]["train"]
+        self.sock_dir = Path(sock_dir)
+        self.path = self.sock_dir / SOCKET_NAME
+        self._prepare = load_fixed_module("prepare")
+        self._lock = threading.Lock()
+        self._first: float | None = None
+        self._last: float | None = None
+        self._batches = self._rows = self._tokens = self._connections = 0
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def start(self) -> "FeedServer":
+        self.sock_dir.mkdir(parents=True, exist_ok=True)
+        cwd = os.getcwd()
+        os.chdir(self.sock_dir)  # a Unix socket address holds 108 bytes; bind from its folder
+        try:
+            try:
+                os.unlink(SOCKET_NAME)
+            except FileNotFoundError:
+                pass
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(SOCKET_NAME)
+            os.chmod(SOCKET_NAME, 0o666)  # the run's user connects; the folder is read-only for it
+        finally:
+            os.chdir(cwd)
+        listener.listen(8)
+        listener.settimeout(0.2)
+        self._listener = listener
+        t = threading.Thread(target=self._accept, name="harness-feed", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+        for t in self._threads:
+            t.join(2)
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "FeedServer":
+        return self.start()
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.stop()
+
+    def stats(self) -> FeedStats:
+        with self._lock:
+            return FeedStats(self._first, self._last, self._batches, self._rows, self._tokens, self._connections)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._connections += 1
+            t = threading.Thread(target=self._serve, args=(conn,), name="harness-feed-conn", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _recv(self, conn: socket.socket, n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            if self._stop.is_set():
+                return None
+            try:
+                chunk = conn.recv(n - len(buf))
+            except socket.timeout:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.5)
+        stream, stream_key = None, None
+        try:
+            while True:
+                head = self._recv(conn, REQUEST.size)
+                if head is None:
+                    return
+                B, T, buffer_size = REQUEST.unpack(head)
+                if not (1 <= B <= MAX_ROWS and 1 <= T <= MAX_T and 1 <= buffer_size <= 1 << 20):
+                    return  # a malformed request ends this connection, nothing else
+                if stream_key != (T, buffer_size):
+                    stream = self._prepare._RowStream(self.data_dir, self.shards, buffer_size)
+                    stream_key = (T, buffer_size)
+                rows = stream.next_rows(B, T).astype(self._prepare.TOKEN_DTYPE)
+                now = time.time()
+                with self._lock:
+                    self._first = self._first if self._first is not None else now
+                    self._last = now
+                    self._batches += 1
+                    self._rows += B
+                    self._tokens += B * T
+                conn.sendall(ANSWER.pack(B, T) + rows.tobytes())
+        except OSError:
+            return
+        finally:
+            conn.close()
