@@ -170,18 +170,17 @@ def test_score_below_the_entropy_floor_is_invalid(tmp_path):
 
 
 def test_training_past_budget_is_flagged_and_not_counted(tmp_path):
-    """The harness's own clock (container start after calibration, to its end), not what train.py prints."""
-    from harness.result import Timings
-    from harness.run import budget_allowance, check_budget
+    """The harness's own clock (the feed's first and last batch, harness/clock.py), not what train.py prints."""
+    from harness.clock import ClockLimits, judge
+    from harness.feed import FeedStats
+    from harness.run import attach_clock
     from harness.submit import counted_runs
 
-    long = 60 + budget_allowance(60) + 1
-    slow = _result(tmp_path, evaluation={"mode": "verified"},
-                   timings=Timings(1000.0, 1001.0, 1000.0 + 5 + long, 1, 60, 5, 5 + long, calibration_s=5.0))
-    check_budget(slow)
-    assert "over_budget" in slow.flags and slow.timings.training_observed_s == pytest.approx(long)
-    fine = _result(tmp_path, evaluation={"mode": "verified"},
-                   timings=Timings(1000.0, 1001.0, 1075.0, 1, 60, 5, 75, calibration_s=5.0))
-    check_budget(fine)
-    assert fine.flags == [] and fine.timings.training_observed_s == pytest.approx(70)
+    limits = ClockLimits(60, 20, 2, 0.05, 15)
+    slow = _result(tmp_path, evaluation={"mode": "verified"})
+    attach_clock(slow, judge(FeedStats(1005.0, 1005.0 + limits.window_s + 1, 9, 9, 9, 1), 1000.0, 1075.0, limits, True))
+    assert "over_budget" in slow.flags and slow.timings.training_observed_s == pytest.approx(limits.window_s + 1)
+    fine = _result(tmp_path, evaluation={"mode": "verified"})
+    attach_clock(fine, judge(FeedStats(1005.0, 1065.0, 9, 9, 9, 1), 1000.0, 1070.0, limits, True))
+    assert fine.flags == [] and fine.timings.training_observed_s == pytest.approx(60)
     assert counted_runs([slow, fine], verified=True) == [fine]
