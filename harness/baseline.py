@@ -1,8 +1,9 @@
 """Per-class baselines and noise: run a submission N times on this machine's class and record the spread.
 
 `harness baseline` runs the reference submission and adds its scores to the class's baseline file;
-`harness noise` measures any submission's run-to-run spread. Flagged runs (throttled, slow device) are
-kept in the store but left out of baselines unless asked for.
+`harness noise` measures any submission's run-to-run spread. Flagged runs (throttled, slow device, and
+seed_ignored: runs that score the same whatever the seed, whose zero spread would fake a noiseless class)
+are kept in the store but left out of baselines unless asked for.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any, Callable
 from harness import paths
 from harness.hw.context import detect_hardware
 from harness.hw.normalize import Baselines, add_sample, load_baselines, save_baselines
-from harness.result import RunResult
+from harness.result import RunResult, write_json_atomic
 from harness.stats import Sample, summarize
-from harness.submit import SubmitOptions, check_valid, counted_runs, run_seeds
+from harness.store import ResultStore
+from harness.submit import SubmitOptions, check_valid, counted_runs, flag_seed_ignored, run_seeds
 
 BASELINE_SUBMISSION = paths.REPO_ROOT / "submissions" / "baseline" / "train.py"
 Event = Callable[[str, Any], None]
@@ -47,6 +49,10 @@ def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: boo
     check_valid(train_py, opts.benchmark)
     hw = detect_hardware(opts.gpu, opts.nvml_module)
     results = run_seeds(train_py, opts, runs, on_event, hw)  # each run is stored as it ends
+    store = ResultStore(opts.results_dir)
+    for r in flag_seed_ignored(results):  # stored again with the flag
+        write_json_atomic(Path(r.log_path).parent / "result.json", r.to_dict())
+        store.put(r.to_dict())
     used = [r for r in counted_runs(results, opts.verified) if include_flagged or not r.flags]
     return hw.cls.label, results, used
 

@@ -1,4 +1,8 @@
-"""Live progress of a run on the terminal: elapsed vs budget, step, loss. Plain lines when not a TTY."""
+"""Live progress of a run on the terminal: elapsed vs budget, step, loss. Plain lines when not a TTY.
+
+The run's own output lines (show_lines) are the candidate's: each goes through harness.sanitize.clean_text,
+so no escape sequence or bidi control from train.py reaches the terminal.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.logparse import Progress as RunProgress
+from harness.sanitize import clean_text
 
 
 class RunDisplay:
@@ -53,6 +58,7 @@ class RunDisplay:
 
     def _on_line(self, line: str) -> None:
         if self.show_lines:
+            line = clean_text(line)
             if self._bar is not None:
                 self._bar.console.print(line, markup=False, highlight=False)
             else:

@@ -1,8 +1,14 @@
-"""The score card: a result, for people."""
+"""The score card: a result, for people.
+
+Every line goes through harness.sanitize.clean_text, one line each: a failure reason, a traceback tail or
+a record someone edited may carry line breaks, escape sequences or bidi controls meant to forge or rewrite
+what is shown.
+"""
 
 from __future__ import annotations
 
 from harness.result import RunResult
+from harness.sanitize import clean_text
 
 
 def _fmt(value, spec: str, missing: str = "n/a") -> str:
@@ -40,7 +46,7 @@ def score_card(r: RunResult) -> str:
     if r.hardware and r.hardware.get("class"):
         lines.append(f"hardware {r.hardware['class']}" + (" · flags " + ", ".join(r.flags) if r.flags else ""))
     if r.traceback_tail and r.status != "ok":
-        tail = r.traceback_tail.splitlines()[-8:]
-        lines.append("traceback tail:\n  " + "\n  ".join(tail))
+        lines.append("traceback tail:")
+        lines.extend("  " + line for line in clean_text(r.traceback_tail, keep_newlines=True).splitlines()[-8:])
     lines.append(f"log {r.log_path}" + (" (capped)" if r.log_truncated else ""))
-    return "\n".join(lines)
+    return "\n".join(clean_text(line) for line in lines)  # one line each: no field can forge another line

@@ -4,7 +4,8 @@ Lower BPB is better. Everything here is plain floats: no numpy, no scipy.
 
 - ``t_cdf(t, df)``      Student t CDF through the regularized incomplete beta function (continued fraction)
 - ``welch(a, b)``       Welch's unequal-variance t-test of mean(a) - mean(b)
-- ``decide(cand, ref)`` keep a candidate only when its mean BPB is lower and the one-sided p < alpha
+- ``decide(cand, ref)`` keep a candidate only when its mean BPB is lower and the one-sided p < alpha,
+                        with each side's spread floored at the class's seed noise
 - ``summarize(xs)``     mean, sample std, n, standard error of the mean
 - ``olympic_mean(xs)``  MLPerf-style mean: drop the best and the worst when n >= 5
 """
@@ -86,8 +87,13 @@ def t_cdf(t: float, df: float) -> float:
         return 1.0 if t > 0 else 0.0
     if df > _NORMAL_DF:
         return normal_cdf(t)
-    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2)
-    tail2 = betainc(df / 2.0, 0.5, df / (df + t * t))
+    t2 = t * t
+    if t2 < df:
+        # Near the centre df/(df+t^2) rounds to 1: use P(|T| < |t|) = I_{t^2/(df+t^2)}(1/2, df/2) instead.
+        half_inner = 0.5 * betainc(0.5, df / 2.0, t2 / (df + t2))
+        return 0.5 + half_inner if t > 0 else 0.5 - half_inner
+    # P(|T| > |t|) = I_{df/(df+t^2)}(df/2, 1/2): accurate far out in the tails
+    tail2 = betainc(df / 2.0, 0.5, df / (df + t2))
     return 1.0 - 0.5 * tail2 if t > 0 else 0.5 * tail2
 
 
@@ -173,9 +179,12 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     xa, xb = _clean(a, "a"), _clean(b, "b")
     if len(xa) < MIN_SEEDS or len(xb) < MIN_SEEDS:
         raise ValueError(f"welch needs >= {MIN_SEEDS} samples on each side (got {len(xa)} and {len(xb)})")
-    na, nb = len(xa), len(xb)
-    mean_a, var_a = _mean_var(xa)
-    mean_b, var_b = _mean_var(xb)
+    return _welch_moments(*_mean_var(xa), len(xa), *_mean_var(xb), len(xb))
+
+
+def _welch_moments(mean_a: float, var_a: float, na: int, mean_b: float, var_b: float, nb: int,
+                   max_df: float = math.inf) -> Welch:
+    """Welch's test from each side's mean, sample variance and size (n >= 2 each); df at most max_df."""
     delta = mean_a - mean_b
     va, vb = var_a / na, var_b / nb
     se2 = va + vb
@@ -186,6 +195,7 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     else:  # both sides constant: any difference is exact, no difference is no evidence
         df = float(na + nb - 2)
         t = 0.0 if delta == 0.0 else math.copysign(math.inf, delta)
+    df = min(df, max_df)
     if t == 0.0:
         p_one, p_two = 0.5, 1.0
     else:
@@ -221,10 +231,23 @@ def format_p(p: float) -> str:
     return f"{p:.2g}"
 
 
-def decide(candidate: Sequence[float], reference: Sequence[float], alpha: float = 0.05) -> Decision:
-    """Keep the candidate only when its mean BPB is lower than the reference's and the one-sided Welch p < alpha."""
+def decide(candidate: Sequence[float], reference: Sequence[float], alpha: float = 0.05,
+           noise_std: float | None = None) -> Decision:
+    """Keep the candidate only when its mean BPB is lower than the reference's and the one-sided Welch p < alpha.
+
+    The test never assumes less spread than is known to exist. ``noise_std`` is the class's measured seed
+    noise (the std of its baseline runs); each side's std is max(its sample std, noise_std). Without it
+    the floor is the larger of the two sample stds, applied to both sides; the degrees of freedom stay
+    at most the unfloored test's, so the p-value is never below the plain Welch test's. So a candidate whose runs all
+    score the same (it fixed its own seed: ``seed_ignored`` runs, which still count) is judged with the
+    spread its class or its reference shows, never as an exact number with p ~ 0; and when neither side
+    varies and no class noise is known there is no measure of noise at all: not kept, and the reason says
+    how to measure it. A floor that changed a side's spread is named in the reason.
+    """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1) (got {alpha})")
+    if noise_std is not None and not (math.isfinite(noise_std) and noise_std > 0.0):
+        noise_std = None  # a zero or broken estimate says nothing about the noise
     cand, ref = _clean(candidate, "candidate"), _clean(reference, "reference")
     delta = (math.fsum(cand) / len(cand) - math.fsum(ref) / len(ref)) if cand and ref else None
     if len(cand) < MIN_SEEDS or len(ref) < MIN_SEEDS:
@@ -236,10 +259,33 @@ def decide(candidate: Sequence[float], reference: Sequence[float], alpha: float 
         return Decision(keep=False, delta=delta, p=None,
                         reason=(f"need >= {MIN_SEEDS} seeds on both sides for a t-test ({' and '.join(missing)}): "
                                 f"run harness submit --seeds 3"))
-    w = welch(cand, ref)
+    (mean_a, var_a), (mean_b, var_b) = _mean_var(cand), _mean_var(ref)
+    std_a, std_b = math.sqrt(var_a), math.sqrt(var_b)
+    floor = noise_std if noise_std is not None else max(std_a, std_b)
+    if floor == 0.0 and mean_a < mean_b:  # both sides constant, no class noise: no evidence either way
+        return Decision(keep=False, delta=mean_a - mean_b, p=None,
+                        reason=(f"within noise: Δ {format_delta(mean_a - mean_b)}, but no run-to-run spread was "
+                                "measured (every score on both sides is the same and this class has no baseline "
+                                "noise): run harness baseline --runs 5 on this class, then submit again"))
+    # The floored variances, with no more degrees of freedom than the samples' own: raising one side's
+    # spread can raise Welch's df (towards n_a + n_b - 2), which must not make the test bolder.
+    raw_df = _welch_moments(mean_a, var_a, len(cand), mean_b, var_b, len(ref)).df
+    w = _welch_moments(mean_a, max(std_a, floor) ** 2, len(cand), mean_b, max(std_b, floor) ** 2, len(ref),
+                       max_df=raw_df)
     d, p = format_delta(w.delta), format_p(w.p_one_sided)
     if w.delta > 0.0:
         return Decision(keep=False, reason=f"worse: Δ {d}", delta=w.delta, p=w.p_one_sided)
+    note = _floor_note(floor, noise_std is not None, std_a < floor, std_b < floor)
     if w.delta < 0.0 and w.p_one_sided < alpha:
-        return Decision(keep=True, reason=f"significant: Δ {d}, p = {p} < {alpha:g}", delta=w.delta, p=w.p_one_sided)
-    return Decision(keep=False, reason=f"within noise: Δ {d}, p = {p} >= {alpha:g}", delta=w.delta, p=w.p_one_sided)
+        return Decision(keep=True, reason=f"significant: Δ {d}, p = {p} < {alpha:g}{note}", delta=w.delta,
+                        p=w.p_one_sided)
+    return Decision(keep=False, reason=f"within noise: Δ {d}, p = {p} >= {alpha:g}{note}", delta=w.delta,
+                    p=w.p_one_sided)
+
+
+def _floor_note(floor: float, from_class: bool, cand_raised: bool, ref_raised: bool) -> str:
+    sides = [s for s, raised in (("candidate", cand_raised), ("reference", ref_raised)) if raised]
+    if not sides:
+        return ""
+    source = "the class's seed noise" if from_class else "the larger measured spread"
+    return f" (the {' and '.join(sides)}'s spread taken as {floor:.2g}, {source})"

@@ -1,28 +1,31 @@
-"""autoresearch-compatible results.tsv: one row per submission, appended inside the candidate's git repository.
+"""autoresearch-compatible results.tsv: one row per submission (where it goes: harness/submit.py's tsv_target).
 
     commit<TAB>val_bpb<TAB>memory_gb<TAB>status<TAB>description
 
 status is keep, discard or crash; crash rows carry 0.000000 and 0.0. val_bpb has 6 decimals, memory_gb
-(peak_vram_mb / 1024) one. Each row is appended with a single write() on an O_APPEND descriptor, under
-an flock, so concurrent processes neither interleave rows nor write the header twice.
+(peak_vram_mb / 1024) one. Every text field goes through harness.sanitize.clean_text: no tab, line break,
+escape sequence or bidi control from a description can split a row or reach the terminal that shows it.
+Each row is appended with a single write() on an O_APPEND descriptor, under an flock, so concurrent
+processes neither interleave rows nor write the header twice.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.sanitize import clean_text
+
 COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 HEADER = "\t".join(COLUMNS) + "\n"
 STATUSES = ("keep", "discard", "crash")
 TSV_NAME = "results.tsv"
-_BREAKS = re.compile(r"[\t\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,9 @@ class TsvRow:
 
 
 def clean_description(text: str | None) -> str:
-    """Tabs and line breaks become single spaces: a description stays one field of one line."""
-    return _BREAKS.sub(" ", text or "").strip()
+    """Tabs and line breaks become single spaces, control and format characters go (harness.sanitize):
+    a description stays one field of one line and shows as it is stored."""
+    return clean_text(text).strip()
 
 
 def memory_gb_of(peak_vram_mb: float | None) -> float:
@@ -120,15 +124,26 @@ def append_record(tsv_path: Path | str, record: dict[str, Any], keep: bool, comm
                       status_for(record, keep), description)
 
 
-def _git(path: Path, *args: str) -> str | None:
+def _git_out(path: Path, *args: str) -> bytes | None:
+    """stdout of one git command run in the repository holding path; None when git fails or is missing.
+
+    Only plumbing that starts no configured program (rev-parse, cat-file without --filters): the
+    repository may be the candidate's, and its config (core.fsmonitor, diff drivers, clean filters) could
+    otherwise run code on this host.
+    """
     where = path if path.is_dir() else path.parent
     try:
-        proc = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10,
+        proc = subprocess.run(["git", "-C", str(where), *args], capture_output=True, timeout=10,
                               env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):
         return None
-    out = proc.stdout.strip()
-    return out if proc.returncode == 0 and out else None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _git(path: Path, *args: str) -> str | None:
+    out = _git_out(path, *args)
+    text = out.decode("utf-8", errors="replace").strip() if out is not None else ""
+    return text or None
 
 
 def git_commit_of(path: Path | str) -> str | None:
@@ -142,6 +157,37 @@ def git_root_of(path: Path | str) -> Path | None:
 
 
 def default_tsv_path(train_py: Path | str) -> Path | None:
-    """<repository root>/results.tsv for a candidate inside a git repository (as in autoresearch); else None."""
+    """<repository root>/results.tsv for a path inside a git repository (as in autoresearch); else None."""
     root = git_root_of(train_py)
     return root / TSV_NAME if root else None
+
+
+def cwd_tsv_path(cwd: Path | str | None = None) -> Path | None:
+    """<root of the git repository holding the current directory>/results.tsv; None outside git.
+
+    The repository the submitter works in, never the one that happens to hold train.py: a candidate
+    path must not choose which repository's history gets a row."""
+    return default_tsv_path(Path(cwd) if cwd is not None else Path.cwd())
+
+
+def submission_commit(train_py: Path | str, sha256: str | None = None) -> str:
+    """The commit a results.tsv row names for train.py: HEAD's short hash of the repository holding it when
+    HEAD tracks the file; with "-dirty" when HEAD's copy is not what ran (sha256 of the submitted file, or
+    the file as it is now); "unknown" when untracked, outside git or before the first commit."""
+    path = Path(train_py).resolve()
+    head, root = git_commit_of(path), git_root_of(path)
+    if head is None or root is None:
+        return "unknown"
+    try:
+        rel = path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return "unknown"
+    blob = _git_out(path, "cat-file", "blob", f"HEAD:{rel}")
+    if blob is None:
+        return "unknown"  # not in HEAD: untracked, ignored, or only staged
+    if sha256 is None:
+        try:
+            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return "unknown"
+    return head if hashlib.sha256(blob).hexdigest() == sha256 else f"{head}-dirty"

@@ -6,8 +6,15 @@ it. Errors make a candidate invalid; warnings do not.
 
 These checks catch honest mistakes and the obvious ways around the rules (an
 import allow-list, read-only fixed code and data, a harness-chosen seed); they
-are not a sandbox. Anything computed at run time (``getattr(os, "sys" + "tem")``)
-gets past them: isolation is the backend's job.
+are advice, not a sandbox. Anything computed at run time (``getattr(os, "sys" + "tem")``)
+gets past them: isolation is the backend's job (the container is the boundary).
+The routes around the allow-list that can be seen but not followed (sys.modules,
+the builtins module, globals(), an importlib module passed around) are warnings.
+
+The file is read the way Python will read it: a PEP 263 coding cookie (or a BOM)
+decides the decoding, so a cookie naming anything but UTF-8 is refused, since the
+text Python would run (``# coding: utf-7`` turns ``+AAo-`` into a line break)
+is not the text these checks would see.
 
 Names are resolved through imports and simple aliases (``import os as o``,
 ``from os import system``, ``g = torch.Generator()``) with one flat scope for
@@ -16,6 +23,8 @@ the whole file: good enough for a single script.
 Finding codes (errors unless stated):
 
     binary            NUL bytes: not a source file
+    encoding          a coding cookie naming an encoding other than UTF-8 (or one
+                      Python refuses, or a BOM with a non-UTF-8 cookie)
     not-utf8          not valid UTF-8
     too-large         over max_bytes
     syntax            does not parse
@@ -28,19 +37,28 @@ Finding codes (errors unless stated):
     fixed-write       writing to fixed code or the data cache
     patch-fixed       patching prepare, the clock, sys.modules or HARNESS_* variables
     hardcoded-seed    (warning) a literal seed where prepare.SEED belongs
+    dynamic-access    (warning) sys.modules, __builtins__ / the builtins module,
+                      globals(), vars(sys), or a bare reference to an importlib-like
+                      module: modules and builtins reached by name at run time;
+                      left out on a line that already has an error
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import codecs
 import hashlib
+import io
 import re
 import sys
+import tokenize
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Collection, Iterator
+
+from harness.sanitize import clean_text
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -83,6 +101,12 @@ DYNAMIC_BUILTINS = frozenset(
      "builtins.__dict__"}
 )
 DYNAMIC_MODULES = frozenset({"importlib", "imp", "runpy", "zipimport"})
+# What reaches modules or builtins by a name computed at run time: warnings (dynamic-access).
+DYNAMIC_ACCESS = frozenset(
+    {"sys.modules", "sys.__dict__", "builtins", "builtins.globals", "builtins.locals"}
+) | DYNAMIC_MODULES
+# A PEP 263 coding cookie (the expression Python's tokenizer uses).
+CODING_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.ASCII)
 # Calls whose result _qual() can name: getattr(os, "system") is os.system.
 RESOLVING_CALLS = frozenset(
     {"builtins.getattr", "builtins.vars", "builtins.__import__", "importlib.import_module"}
@@ -160,7 +184,9 @@ class Finding:
     message: str  # what is wrong and what to do about it
 
     def format(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.severity} {self.code}: {self.message}"
+        """One line for a terminal: the path and message are the submitter's text, cleaned of control
+        characters (harness.sanitize); to_dict() keeps them exact."""
+        return clean_text(f"{self.path}:{self.line}:{self.col}: {self.severity} {self.code}: {self.message}")
 
 
 @dataclass
@@ -233,6 +259,9 @@ def _check_bytes(data: bytes, path: str, allowed: set[str], max_bytes: int) -> l
         return [Finding(path, line, col, ERROR, "binary",
                         f"NUL byte at offset {nul}: this is a binary file, not Python source; "
                         "submit train.py as UTF-8 text")]
+    cookie = _check_encoding(data, path)
+    if cookie is not None:
+        return [cookie]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -257,6 +286,33 @@ def _check_bytes(data: bytes, path: str, allowed: set[str], max_bytes: int) -> l
     except RecursionError:
         return [Finding(path, 1, 1, ERROR, "too-complex",
                         "an expression is nested too deeply to check; simplify it")]
+
+
+def _check_encoding(data: bytes, path: str) -> Finding | None:
+    """An error unless Python would decode ``data`` as UTF-8 (its default, a BOM, or a utf-8 cookie).
+
+    Python reads a source file with universal newlines before it looks for the cookie on line 1 or 2,
+    so a lone CR separates lines here too (tokenize.detect_encoding alone would miss ``\r# coding: ...``).
+    """
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    first_two = text.split(b"\n", 2)[:2]
+    line = next((i for i, ln in enumerate(first_two, 1) if CODING_COOKIE.match(ln)), 1)
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(text).readline)
+    except SyntaxError as e:
+        if "invalid or missing encoding declaration" in str(e) and not any(map(CODING_COOKIE.match, first_two)):
+            return None  # plain bytes that are not UTF-8: the not-utf8 check names the byte
+        what = ("a UTF-8 BOM together with a coding cookie for another encoding"
+                if data.startswith(codecs.BOM_UTF8) else f"{e.msg or e}")
+        return Finding(path, line, 1, ERROR, "encoding",
+                       f"{what}: Python refuses to run this file; remove the coding cookie "
+                       "and save train.py as UTF-8")
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):  # utf8, UTF_8, utf-8-unix, ...
+        return None
+    return Finding(path, line, 1, ERROR, "encoding",
+                   f"the coding cookie declares {encoding!r}: Python would decode this file as {encoding}, "
+                   "not UTF-8, so what runs is not what is checked; delete the cookie (or declare "
+                   "utf-8) and save train.py as UTF-8")
 
 
 def _too_large(path: str, size: int, max_bytes: int) -> Finding:
@@ -306,7 +362,9 @@ class _Checker:
                 self._check_store(node)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self._check_rebinding(node, node.name)
-        unique = {(f.line, f.col, f.code, f.message): f for f in self.findings}
+        error_lines = {f.line for f in self.findings if f.severity == ERROR}
+        unique = {(f.line, f.col, f.code, f.message): f for f in self.findings
+                  if not (f.code == "dynamic-access" and f.line in error_lines)}
         return sorted(unique.values(), key=lambda f: (f.line, f.col, f.code))
 
     def _add(self, node: ast.AST, severity: str, code: str, message: str) -> None:
@@ -478,6 +536,11 @@ class _Checker:
             problem = _classify(qual)
             if problem:
                 self._add(where, ERROR, *problem)
+            elif qual in DYNAMIC_ACCESS and isinstance(node, ast.ImportFrom):  # from sys import modules
+                self._add(where, WARNING, "dynamic-access",
+                          f"'{qual}' reaches modules by a name chosen at run time, a route around the "
+                          "import allow-list that these checks cannot follow; use plain imports of allowed "
+                          "modules (the container, not this check, enforces the rules)")
 
     def _import_allowed(self, module: str) -> bool:
         parts = module.split(".")
@@ -495,6 +558,11 @@ class _Checker:
             return
         problem = _classify(qual)
         if problem is None:
+            if qual in DYNAMIC_ACCESS:
+                self._add(node, WARNING, "dynamic-access",
+                          f"'{_short(node)}' reaches modules or builtins by a name chosen at run time, "
+                          "a route around the import allow-list that these checks cannot follow; use plain "
+                          "imports of allowed modules (the container, not this check, enforces the rules)")
             return
         # Report "subprocess.run" once, not again for its "subprocess" part.
         parent = self.parents.get(node)

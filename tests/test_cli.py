@@ -70,3 +70,52 @@ def test_help_everywhere():
     for cmd in ([], ["run"], ["submit"], ["results"], ["results", "list"], ["image"], ["image", "build"], ["hw"]):
         out = runner.invoke(app, [*cmd, "--help"])
         assert out.exit_code == 0 and "Usage" in out.output
+
+
+# --- nothing a record or a candidate controls reaches the terminal raw ----------------------------
+
+EVIL = "ok\x1b[2J\x1b]0;pwned\x07\rkeep\u202eesrever\u202c\u2066x\u2069\x08\x7f\x9b31m\x00\ttab\nline\u200b"
+
+
+def _assert_inert(text: str) -> None:
+    import unicodedata
+
+    bad = [hex(ord(c)) for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")]
+    assert not bad, bad
+    assert "pwned" not in text  # the OSC payload (a window title) is not text to show
+
+
+def test_listings_and_score_cards_of_a_hostile_record_are_inert(tmp_path):
+    from harness.store import ResultStore
+    from tests.test_store import make_record
+
+    results = tmp_path / "results"
+    store = ResultStore(results)
+    ok = make_record(0.99, description=EVIL, gpu_class="CPU-x" + EVIL)
+    crashed = make_record(status="crash", description=EVIL, gpu_class="CPU-x", reason=EVIL,
+                          traceback_tail="Traceback (most recent call last):\n" + EVIL + "\nValueError: " + EVIL)
+    store.put(ok)
+    store.put(crashed)
+    for args in (["results", "list", "--all"], ["leaderboard", "--all"], ["leaderboard", "--all", "--by", "gpu-class"],
+                 ["results", "show", ok["run_id"]], ["results", "show", crashed["run_id"]]):
+        out = runner.invoke(app, [*args, "--results", str(results)])
+        assert out.exit_code == 0, out.output
+        _assert_inert(out.output)
+        assert "esrever" in out.output or args[:2] == ["results", "show"], args  # the text itself still shows
+    card = runner.invoke(app, ["results", "show", crashed["run_id"], "--results", str(results)]).output
+    assert "status crash · ok keepesreverx tab line · trust verified" in card  # one line: no forged lines
+    # --json keeps the exact strings, escaped by JSON itself: still nothing raw on the terminal
+    out = runner.invoke(app, ["results", "list", "--all", "--json", "--results", str(results)])
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "\r" not in out.stdout
+    assert {r["description"] for r in json.loads(out.stdout)["rows"]} == {EVIL}
+
+
+def test_validate_output_with_a_hostile_file_name_is_inert(tmp_path):
+    hostile = tmp_path / "tr\x1b[2Jain\u202e\rkeep.py"
+    hostile.write_text("import torch\nimport wandb\n")
+    out = runner.invoke(app, ["validate", str(hostile)])
+    assert out.exit_code == 1 and "error forbidden-import" in out.output
+    _assert_inert(out.output)
+    missing = runner.invoke(app, ["validate", str(tmp_path / "no\x1b]0;pwned\x07pe[/x].py")])
+    assert missing.exit_code == 2 and "pe[/x].py" in missing.output  # no rich markup error either
+    _assert_inert(missing.output)

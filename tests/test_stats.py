@@ -167,3 +167,61 @@ def test_keep_implies_lower_mean_and_small_p(cand, ref):
     if d.keep:
         assert sum(cand) / len(cand) < sum(ref) / len(ref) and d.p < 0.05
     assert d.reason.split(":")[0] in ("significant", "within noise", "worse")
+
+
+# --- the spread floor: never less spread than the class is known to have ------------------------
+
+def test_constant_candidate_is_judged_with_the_class_noise():
+    cand, ref = [0.995, 0.995, 0.995], [1.0, 1.0001, 0.9999]  # a hard-coded seed vs a tight reference
+    assert decide(cand, ref, alpha=0.05).keep  # both spreads tiny: the 0.005 gap looks certain
+    d = decide(cand, ref, alpha=0.05, noise_std=0.005)  # the class's seeds move BPB by 0.005
+    assert not d.keep and d.reason.startswith("within noise")
+    assert "class's seed noise" in d.reason and "candidate and reference" in d.reason
+    ma, mb, v = 0.995, 1.0, 0.005 ** 2
+    t = (ma - mb) / math.sqrt(v / 3 + v / 3)
+    assert d.p == pytest.approx(t_cdf(t, 2.0), rel=1e-9)  # the plain test's df: n_b - 1 for a constant side
+
+
+def test_class_noise_below_the_samples_leaves_the_plain_welch_test():
+    cand, ref = _seeds(0.985, 5e-4, 3, 1), _seeds(0.998, 5e-4, 3, 2)
+    floored = decide(cand, ref, alpha=0.05, noise_std=1e-6)
+    assert floored.keep and "spread taken as" not in floored.reason
+    assert floored.p == pytest.approx(welch(cand, ref).p_one_sided, rel=1e-12)
+
+
+def test_constant_samples_on_both_sides_without_class_noise_are_not_kept():
+    d = decide([0.9, 0.9, 0.9], [1.0, 1.0, 1.0], alpha=0.05)
+    assert not d.keep and d.p is None and d.delta == pytest.approx(-0.1)
+    assert "no run-to-run spread was measured" in d.reason and "harness baseline" in d.reason
+    kept = decide([0.9, 0.9, 0.9], [1.0, 1.0, 1.0], alpha=0.05, noise_std=0.01)  # known noise: a real test
+    assert kept.keep and kept.p < 1e-3
+
+
+def test_constant_candidate_without_class_noise_takes_the_reference_spread():
+    cand, ref = [0.99, 0.99, 0.99], [1.0, 1.004, 0.996]  # ref std 0.004
+    d = decide(cand, ref, alpha=0.05)
+    assert "candidate's spread taken as 0.004" in d.reason and "larger measured spread" in d.reason
+    v = 0.004 ** 2  # both sides at the reference's spread, with the plain test's df (2, not 4)
+    assert d.p == pytest.approx(t_cdf(-0.01 / math.sqrt(v / 3 + v / 3), 2.0), rel=1e-9)
+    assert d.p > welch(cand, ref).p_one_sided  # three equal scores are not taken as an exact mean
+
+
+@pytest.mark.parametrize("noise", [0.0, -1.0, float("nan"), float("inf")])
+def test_broken_noise_estimates_are_ignored(noise):
+    cand, ref = _seeds(0.985, 5e-4, 3, 1), _seeds(0.998, 5e-4, 3, 2)
+    assert decide(cand, ref, alpha=0.05, noise_std=noise) == decide(cand, ref, alpha=0.05)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.5, 2.0), min_size=2, max_size=6), st.lists(st.floats(0.5, 2.0), min_size=2, max_size=6),
+       st.floats(1e-4, 0.5))
+def test_floored_p_never_beats_a_test_at_the_floor(cand, ref, noise):
+    """Whatever the samples, the p-value is the one of a Welch test whose stds are at least the noise."""
+    d = decide(cand, ref, alpha=0.05, noise_std=noise)
+    if d.p is None or d.delta >= 0:
+        return
+    ma, mb = sum(cand) / len(cand), sum(ref) / len(ref)
+    sa, sb = (max(summarize(x).std, noise) for x in (cand, ref))
+    t = (ma - mb) / math.sqrt(sa ** 2 / len(cand) + sb ** 2 / len(ref))
+    assert d.p >= t_cdf(t, 1e9) - 1e-12  # no df makes a t distribution tighter than the normal one
+    assert d.p >= welch(cand, ref).p_one_sided - 1e-12  # and the floor never makes the test bolder

@@ -109,3 +109,76 @@ def test_git_commit_of_in_a_temp_repository(tmp_path):
     outside.mkdir()
     assert git_commit_of(outside / "train.py") is None
     assert default_tsv_path(outside / "train.py") is None
+
+
+# --- control characters, the commit of what ran, where the row goes ---------------------------
+
+def test_rows_carry_no_control_or_bidi_characters(tmp_path):
+    import unicodedata
+
+    tsv = tmp_path / "results.tsv"
+    evil = "wider\x1b[2J\x1b]0;pwned\x07 MLP\rkeep\u202e\tdraw\u2066\x00\x7f\x85end"
+    append_row(tsv, "abc1234\x1b[31m", 0.99, 1.0, "discard", evil)
+    append_record(tsv, {"status": "ok", "metrics": {"val_bpb": 0.98, "peak_vram_mb": None},
+                        "provenance": {"submission": {"description": evil}}}, keep=True, commit="def5678")
+    text = tsv.read_text(encoding="utf-8")
+    assert not [c for c in text if c not in "\t\n" and unicodedata.category(c) in ("Cc", "Cf")]
+    rows = read_rows(tsv)
+    assert [r.commit for r in rows] == ["abc1234", "def5678"]
+    assert rows[0].description == rows[1].description == "wider MLP keep draw end"
+
+
+def test_submission_commit_names_only_a_commit_that_holds_the_file(tmp_path):
+    import hashlib
+
+    from harness.tsv import submission_commit
+
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    train = repo / "sub" / "train.py"
+    train.write_text("print('one')\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    assert submission_commit(train) == "unknown"  # no commit yet
+    _git(repo, "add", ".")
+    head = _git(repo, "commit", "-q", "-m", "one")
+    assert submission_commit(train) == head
+    assert submission_commit(train, hashlib.sha256(b"print('one')\n").hexdigest()) == head
+    assert submission_commit(train, hashlib.sha256(b"something else ran\n").hexdigest()) == f"{head}-dirty"
+    train.write_text("print('edited, not committed')\n")
+    assert submission_commit(train) == f"{head}-dirty"
+    other = repo / "sub" / "other.py"  # in the repository, never committed
+    other.write_text("print('x')\n")
+    assert git_commit_of(other) == head and submission_commit(other) == "unknown"
+    assert submission_commit(tmp_path / "train.py") == "unknown"  # outside git
+
+
+def test_git_calls_run_no_program_the_repository_configures(tmp_path):
+    """The candidate's repository is untrusted: its core.fsmonitor would run on `git status`/`git diff`."""
+    from harness.tsv import cwd_tsv_path, submission_commit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("print('hi')\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    _git(repo, "add", ".")
+    head = _git(repo, "commit", "-q", "-m", "one")
+    pwned = tmp_path / "PWNED"
+    _git(repo, "config", "core.fsmonitor", f"touch {pwned}; false")
+    subprocess.run(["git", "-C", str(repo), "status"], capture_output=True)  # the hook is live...
+    assert pwned.exists()
+    pwned.unlink()
+    assert submission_commit(repo / "train.py") == head  # ...and the harness's own calls never start it
+    assert cwd_tsv_path(repo) == repo.resolve() / "results.tsv"
+    assert not pwned.exists()
+
+
+def test_cwd_tsv_path_is_the_current_directorys_repository(tmp_path, monkeypatch):
+    from harness.tsv import cwd_tsv_path
+
+    repo = tmp_path / "repo"
+    (repo / "deep").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.chdir(repo / "deep")
+    assert cwd_tsv_path() == repo.resolve() / "results.tsv"
+    monkeypatch.chdir(tmp_path)
+    assert cwd_tsv_path() is None

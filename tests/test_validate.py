@@ -611,3 +611,110 @@ def test_deep_nesting_is_reported_not_raised(tmp_path):
     assert report.errors and report.errors[0].code in ("syntax", "too-complex")
     report = check(tmp_path, "x = a" + ".b" * 50000 + "\n")
     assert report.errors and report.errors[0].code in ("syntax", "too-complex")
+
+
+# -- coding cookies: the text checked is the text Python runs -------------------------------
+
+
+def test_utf7_cookie_that_hides_an_import_is_refused(tmp_path):
+    # Python decodes "+AAo-" as a line break under utf-7: the comment hides "import subprocess".
+    source = b"# coding: utf-7\n# +AAo-import subprocess\nprint('hi')\n"
+    report = check(tmp_path, source)
+    assert found(report) == [(1, "encoding")] and not report.ok
+    message = report.errors[0].message
+    assert "utf-7" in message and "UTF-8" in message and "cookie" in message
+
+
+@pytest.mark.parametrize(
+    "source, line",
+    [
+        (b"# -*- coding: latin-1 -*-\nx = '\xe9'\n", 1),
+        (b"#!/usr/bin/env python\n# vim: set fileencoding=cp1252 :\nx = 1\n", 2),
+        (b"\n# coding=iso-8859-15\nx = 1\n", 2),
+        (b"# comment\r# coding: latin-1\rx = '\xe9'\n", 2),  # a lone CR ends a line for Python too
+        (b"\r# coding: latin-1\rimport os\n", 2),  # which tokenize.detect_encoding alone misses
+        (b"# coding: no-such-codec\nx = 1\n", 1),
+        (b"\xef\xbb\xbf# coding: latin-1\nx = 1\n", 1),  # BOM and a cookie that disagree
+    ],
+)
+def test_non_utf8_cookies_are_errors_at_their_line(tmp_path, source, line):
+    report = check(tmp_path, source)
+    assert found(report) == [(line, "encoding")]
+    assert "save train.py as UTF-8" in report.errors[0].message
+    assert report.errors[0].format().startswith(f"{tmp_path / 'train.py'}:{line}:1: error encoding: ")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"# -*- coding: utf-8 -*-\nimport torch\n",
+        b"#!/usr/bin/env python3\n# coding: utf8\nimport torch\n",
+        b"# coding=UTF_8\nimport torch\n",
+        b"\xef\xbb\xbf# coding: utf-8\nimport torch\n",
+        b"import torch\n# coding: latin-1 (line 2 after code: Python ignores it)\n",
+        b"import torch\n\n\n# coding: latin-1 (line 4: ignored)\n",
+    ],
+)
+def test_utf8_cookies_and_ignored_cookies_are_fine(tmp_path, source):
+    assert check(tmp_path, source).findings == []
+
+
+def test_what_python_decodes_is_what_is_refused(tmp_path):
+    """The check agrees with Python's own decoder: a file it lets through compiles to the same AST from
+    the bytes (Python's rules) as from the UTF-8 text the other checks read."""
+    import ast
+
+    for source in (b"# coding: utf-7\n# +AAo-import subprocess\n", b"# coding: latin-1\nx = '\xc3\xa9'\n",
+                   b"# coding: utf-8\nx = '\xc3\xa9'\n", b"x = 1\n"):
+        report = check(tmp_path, source)
+        same = ast.dump(ast.parse(source)) == ast.dump(ast.parse(source.decode("utf-8")))
+        assert report.ok == same, source
+
+
+# -- routes around the allow-list that can only be warned about -----------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "m = sys.modules.get('json')",
+        "m = sys.modules['json']",
+        "mods = sys.modules",
+        "d = vars(sys)",
+        "f = getattr(__builtins__, name)",
+        "f = __builtins__.__getattribute__(name)",
+        "g = globals()['__builtins__']",
+        "g = globals().get(name)",
+        "m = getattr(importlib, name)('json')",
+    ],
+)
+def test_dynamic_access_is_a_warning(tmp_path, statement):
+    source = lines("import sys", "import importlib", "name = 'ex' + 'ec'", statement)
+    report = check(tmp_path, source, allowed=ALLOWED | {"importlib"})
+    assert found(report) == [(4, "dynamic-access")], [f.format() for f in report.findings]
+    assert report.ok and report.warnings[0].severity == "warning"
+    assert "allow-list" in report.warnings[0].message and "container" in report.warnings[0].message
+
+
+def test_from_sys_import_modules_is_a_warning_at_import_and_use(tmp_path):
+    report = check(tmp_path, lines("from sys import modules", "m = modules['json']"))
+    assert found(report) == [(1, "dynamic-access"), (2, "dynamic-access")] and report.ok
+
+
+def test_dynamic_access_warning_gives_way_to_an_error_on_the_same_line(tmp_path):
+    report = check(tmp_path, lines("import sys", "sys.modules['subprocess'].run(['ls'])",
+                                   "sys.modules['prepare'] = None"))
+    assert found(report) == [(2, "subprocess"), (3, "patch-fixed")]
+
+
+def test_exec_eval_compile_stay_errors(tmp_path):
+    for statement in ("exec(code)", "eval(code)", "compile(code, 'f', 'exec')", "__import__(name)",
+                      "getattr(__builtins__, 'eval')", "vars(__builtins__)['exec']"):
+        report = check(tmp_path, lines("code = name = 'x'", statement))
+        assert found(report) == [(2, "dynamic-import")], statement
+
+
+def test_finding_format_cleans_control_characters_but_to_dict_keeps_them():
+    finding = Finding("tr\x1b[2Jain\u202e.py", 1, 1, "error", "syntax", "bad\rkeep\x1b]0;x\x07")
+    assert finding.format() == "train.py:1:1: error syntax: bad keep"
+    assert finding.path == "tr\x1b[2Jain\u202e.py"
