@@ -2,7 +2,12 @@
 
 The decision is the research loop's keep/discard: keep only when the candidate's mean BPB beats the
 reference (the current best other submission on this benchmark and GPU class, else the class
-baseline) with a one-sided Welch's t-test at the benchmark's alpha.
+baseline) with a one-sided Welch's t-test at the benchmark's alpha, never assuming less spread than the
+class's measured seed noise (harness.stats.decide).
+
+A row goes to results.tsv only where the submitter asked: ``--tsv PATH``, else results.tsv at the root
+of the git repository holding the current directory, else nowhere (never the repository that merely
+holds train.py, which may be someone else's).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from harness.data import cache_info
 from harness.fixedcode import file_sha256
 from harness.hw.context import HardwareContext, detect_hardware
 from harness.hw.normalize import load_baselines
+from harness.sanitize import clean_text
 from harness import paths
 from harness.result import RunResult, write_json_atomic
 from harness.run import RunOptions, default_image, execute_run, make_backend
 from harness.stats import Decision, decide, summarize
 from harness.store import ResultStore
-from harness.tsv import append_record, default_tsv_path, git_commit_of
+from harness.tsv import append_record, cwd_tsv_path, submission_commit
 from harness.validate import ValidationReport, validate_file
 from harness.verify import scored_by_fixed_code
 
@@ -49,7 +55,8 @@ class SubmitOptions:
     runs_dir: Path | None = None
     gpu: str | None = None
     calibrate: bool = True
-    tsv: bool = True  # append to results.tsv when the submission sits in a git repository
+    tsv: bool = True  # append a results.tsv row (where: tsv_target)
+    tsv_path: Path | None = None  # --tsv: the row goes here; None: the current directory's repository
     nvml_module: Any = None
 
 
@@ -69,6 +76,7 @@ class SubmitReport:
     tsv_path: Path | None
 
     scores: list[float] = field(default_factory=list)  # the scores that decided (see counted_runs)
+    tsv_note: str = ""  # where the row went, or why none was written
 
     def to_dict(self) -> dict[str, Any]:
         s = summarize(self.scores) if self.scores else None
@@ -82,6 +90,7 @@ class SubmitReport:
             "runs": [r.run_id for r in self.results],
             "records": [str(p) for p in self.record_paths],
             "tsv": str(self.tsv_path) if self.tsv_path else None,
+            "tsv_note": self.tsv_note,
         }
 
 
@@ -116,9 +125,9 @@ def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lam
     for i in range(n):
         on_event("seed", {"index": i + 1, "of": n})
         run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
-                              description=opts.description, runs_dir=opts.runs_dir, hardware=hw,
+                              description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
                               calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
-                              nvml_module=opts.nvml_module)
+                              nvml_module=opts.nvml_module, results_dir=store.root)
         result = execute_run(train_py, run_opts, on_event=on_event, cache=cache, backend=backend)
         export = (result.evaluation or {}).get("export")
         if opts.verified and result.status == "ok" and export and not export.get("ok"):
@@ -146,12 +155,31 @@ def check_valid(train_py: Path, bench: Benchmark) -> None:
                           report)
 
 
+def tsv_target(opts: SubmitOptions) -> tuple[Path | None, str]:
+    """(where the results.tsv row goes, what to tell the user): --tsv PATH, else results.tsv at the root
+    of the git repository holding the current directory, else no row."""
+    if not opts.tsv:
+        return None, "no results.tsv row (not asked for)"
+    if opts.tsv_path is not None:
+        path = Path(opts.tsv_path).absolute()
+        if path.is_dir():
+            raise SubmitError(f"--tsv {opts.tsv_path}: is a directory; give the results.tsv file's path")
+        return path, f"results.tsv row: {path}"
+    path = cwd_tsv_path()
+    if path is None:
+        return None, ("no results.tsv row: the current directory is not in a git repository "
+                      "(run from your repository or pass --tsv PATH)")
+    return path, f"results.tsv row: {path}"
+
+
 def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v: None) -> SubmitReport:
     bench = opts.benchmark
     train_py = Path(train_py)
     check_valid(train_py, bench)
+    tsv_path, tsv_note = tsv_target(opts)  # decided before any run: a bad --tsv fails fast
     hw = detect_hardware(opts.gpu, opts.nvml_module)
     results = run_seeds(train_py, opts, opts.seeds or int(bench.significance["seeds"]), on_event, hw)
+    flag_seed_ignored(results)
     store = ResultStore(opts.results_dir)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     counted = counted_runs(results, opts.verified)
@@ -166,7 +194,8 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
         decision = Decision(False, f"not verifiable: the model could not be exported ({error}); "
                                    "its self-reported score never counts", None, None)
     else:
-        decision = decide_keep(scores, reference, float(bench.significance["alpha"]))
+        decision = decide_keep(scores, reference, float(bench.significance["alpha"]),
+                               class_noise_std(baselines_path, bench.name, hw.cls.label))
     aborted = any(r.status == "aborted" for r in results)
     label = "aborted" if aborted else ("keep" if decision.keep else "discard")
     paths_out: list[Path] = []
@@ -176,12 +205,45 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
                         "seeds": len(results), "scores": scores}
         write_json_atomic(Path(r.log_path).parent / "result.json", r.to_dict())
         paths_out.append(store.put(r.to_dict()))
-    tsv_path = default_tsv_path(train_py) if opts.tsv and not aborted else None  # no row for a cut-short submit
+    if aborted and tsv_path is not None:  # no row for a cut-short submit
+        tsv_path, tsv_note = None, "no results.tsv row: the submission was aborted"
     if tsv_path is not None:
         best = min(counted, key=lambda r: r.val_bpb) if counted else results[0]
-        append_record(tsv_path, best.to_dict(), decision.keep, git_commit_of(train_py) or "unknown",
-                      opts.description)
-    return SubmitReport(results, decision, reference, paths_out, tsv_path, scores)
+        append_record(tsv_path, best.to_dict(), decision.keep,
+                      submission_commit(train_py, best.provenance["submission"]["sha256"]), opts.description)
+    return SubmitReport(results, decision, reference, paths_out, tsv_path, scores, tsv_note)
+
+
+SEED_IGNORED = "seed_ignored"
+SAME_SCORE = 1e-8  # BPB: equal to 8 decimals, orders of magnitude below any class's seed-to-seed spread
+
+
+def flag_seed_ignored(results: list[RunResult]) -> list[RunResult]:
+    """Flag ``seed_ignored`` on each scored run whose score another run of this candidate with a different
+    harness seed matched: the candidate fixed its own randomness (a hard-coded seed), so its runs are
+    copies of one run, not seed-to-seed samples, and the seed may have been picked for a lucky score.
+
+    The flagged runs still count toward the decision (the candidate did run and was scored each time),
+    but their zero spread buys nothing: the decision floors the spread at the class's seed noise
+    (harness.stats.decide). Like every flag it keeps them out of baselines and leaderboards unless asked.
+    Returns the runs it flagged; flags stay sorted and unique.
+    """
+    scored = [r for r in results if r.status == "ok" and r.val_bpb is not None]
+    flagged = [r for r in scored
+               if any(o is not r and o.provenance.get("seed") != r.provenance.get("seed")
+                      and abs(o.val_bpb - r.val_bpb) <= SAME_SCORE for o in scored)]
+    for r in flagged:
+        r.flags = sorted(set(r.flags) | {SEED_IGNORED})
+    return flagged
+
+
+def class_noise_std(baselines_path: Path, benchmark: str, gpu_class: str) -> float | None:
+    """The class's measured seed noise: the sample std of its baseline runs (None without 2+ of them,
+    or when they do not vary, which says nothing about noise)."""
+    if not baselines_path.exists():
+        return None
+    stats = load_baselines(baselines_path).stats(benchmark, gpu_class)
+    return stats.std if stats is not None and stats.n >= 2 and stats.std else None
 
 
 def counted_runs(results: list[RunResult], verified: bool) -> list[RunResult]:
@@ -191,11 +253,12 @@ def counted_runs(results: list[RunResult], verified: bool) -> list[RunResult]:
     return [r for r in out if scored_by_fixed_code(r)] if verified else out
 
 
-def decide_keep(scores: list[float], reference: Reference, alpha: float) -> Decision:
+def decide_keep(scores: list[float], reference: Reference, alpha: float,
+                noise_std: float | None = None) -> Decision:
     if not scores:
         return Decision(False, "no run counts: none ended ok with a verified score inside the budget "
                                "(see the statuses and flags above)", None, None)
     if reference.kind == "none":
         return Decision(True, "first scored submission on this benchmark and class: it becomes the reference",
                         None, None)
-    return decide(scores, reference.samples, alpha)
+    return decide(scores, reference.samples, alpha, noise_std=noise_std)

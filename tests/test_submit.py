@@ -27,6 +27,7 @@ SCHEMA = json.loads((REPO / "harness" / "schemas" / "result.schema.json").read_t
 def env(tiny_cache, isolated_dirs, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tiny_cache.data_dir.parent))
     monkeypatch.setenv("HARNESS_BASELINES", str(isolated_dirs / "baselines.json"))
+    monkeypatch.chdir(isolated_dirs)  # outside any git repository: no results.tsv row unless a test asks
     return isolated_dirs
 
 
@@ -57,7 +58,7 @@ def test_training_does_not_see_the_val_split(tiny_bench, env):
                      "except RuntimeError as e:\n    print('val refused:', e)\n" + TOY.read_text())
     r = submit(probe, opts(tiny_bench, env)).results[0]
     log = Path(r.log_path).read_text()
-    assert "entries ['manifest.json', 'tokenizer', 'train']" in log
+    assert "entries ['manifest.json', 'tokenizer']" in log  # train rows come from the feed
     assert "val refused: the val split is not available in this run" in log
 
 
@@ -102,7 +103,7 @@ def test_decision_store_and_schema(tiny_bench, env):
         assert row.decision in ("keep", "discard")
 
 
-def test_results_tsv_inside_git(tiny_bench, env):
+def test_results_tsv_inside_git(tiny_bench, env, monkeypatch):
     repo = env / "agent"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
@@ -110,6 +111,7 @@ def test_results_tsv_inside_git(tiny_bench, env):
     subprocess.run(["git", "-C", str(repo), "add", "train.py"], check=True)
     subprocess.run(["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"],
                    check=True)
+    monkeypatch.chdir(repo)  # the row goes to the repository the submitter works in
     report = submit(repo / "train.py", opts(tiny_bench, env, description="first\ttry"))
     rows = (repo / "results.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["commit", "val_bpb", "memory_gb", "status", "description"]
@@ -184,3 +186,150 @@ def test_training_past_budget_is_flagged_and_not_counted(tmp_path):
     attach_clock(fine, judge(FeedStats(1005.0, 1065.0, 9, 9, 9, 1), 1000.0, 1070.0, limits, True))
     assert fine.flags == [] and fine.timings.training_observed_s == pytest.approx(60)
     assert counted_runs([slow, fine], verified=True) == [fine]
+
+
+# --- where the results.tsv row goes -------------------------------------------------------------
+
+def _repo(path: Path, files: dict[str, str]) -> str:
+    """A real git repository holding files in one commit; returns HEAD's short hash."""
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(path), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"],
+                   check=True)
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_tsv_row_goes_to_the_current_directorys_repository_not_train_pys(tiny_bench, env, monkeypatch):
+    from harness.tsv import read_rows
+
+    head_a = _repo(env / "a", {"train.py": TOY.read_text()})
+    _repo(env / "b", {"notes.md": "the agent's own repository\n"})
+    (env / "b" / "deep").mkdir()
+    monkeypatch.chdir(env / "b" / "deep")
+    report = submit(env / "a" / "train.py", opts(tiny_bench, env, description="run from b"))
+    assert report.tsv_path == (env / "b").resolve() / "results.tsv"
+    assert not (env / "a" / "results.tsv").exists()  # never the repository that merely holds train.py
+    [row] = read_rows(report.tsv_path)
+    assert row.commit == head_a and row.description == "run from b"  # the commit of train.py's repository
+    assert row.val_bpb == pytest.approx(report.results[0].val_bpb, abs=1e-6)
+
+
+def test_no_tsv_row_outside_git(tiny_bench, env):
+    from harness.tsv import cwd_tsv_path
+
+    _repo(env / "a", {"train.py": TOY.read_text()})
+    assert cwd_tsv_path() is None  # the fixture's cwd is in no repository
+    report = submit(env / "a" / "train.py", opts(tiny_bench, env))
+    assert report.tsv_path is None and "not in a git repository" in report.tsv_note and "--tsv" in report.tsv_note
+    assert list(env.rglob("results.tsv")) == [] and report.to_dict()["tsv"] is None
+
+
+EVIL = "wider\x1b[2J\x1b]0;pwned\x07 MLP\rkeep\u202eesrever\u202c\u2066x\u2069\x08\x7f\x9b31m\tand\nmore\u200b"
+EVIL_SHOWN = "wider MLP keepesreverx and more"
+
+
+def _assert_inert(text: str) -> None:
+    import unicodedata
+
+    bad = [hex(ord(c)) for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")]
+    assert not bad, bad
+
+
+def test_cli_submit_tsv_option_and_a_hostile_description(tiny_bench, env, monkeypatch):
+    from harness.tsv import read_rows
+
+    _repo(env / "b", {"notes.md": "x\n"})
+    monkeypatch.chdir(env / "b")
+    target = env / "elsewhere" / "mine.tsv"
+    runner = CliRunner()
+    out = runner.invoke(app, ["submit", str(TOY), "--backend", "local", "--budget", "2", "--seeds", "1",
+                              "--no-calibrate", "-m", EVIL, "--tsv", str(target)])
+    assert out.exit_code == 0, out.output
+    assert f"results.tsv row: {target}" in out.output
+    _assert_inert(out.output)
+    assert not (env / "b" / "results.tsv").exists()  # --tsv, and nowhere else
+    [row] = read_rows(target)
+    assert row.status == "keep" and row.description == EVIL_SHOWN
+    _assert_inert(target.read_text().replace("\t", " "))  # tabs only as the separators read_rows split on
+    stored = json.loads(runner.invoke(app, ["results", "list", "--all", "--json"]).stdout)["rows"]
+    assert [r["description"] for r in stored] == [EVIL_SHOWN]  # cleaned before it was stored
+    listed = runner.invoke(app, ["results", "list", "--all"])
+    assert listed.exit_code == 0 and "pwned" not in listed.output
+    _assert_inert(listed.output)
+
+
+def test_cli_submit_refuses_a_directory_as_tsv(env):
+    out = CliRunner().invoke(app, ["submit", str(TOY), "--backend", "local", "--tsv", str(env)])
+    assert out.exit_code == 2 and "is a directory" in out.output
+
+
+# --- seeds the candidate ignores, and the spread floor ------------------------------------------
+
+def test_runs_with_equal_scores_across_seeds_are_flagged_seed_ignored(tmp_path):
+    from harness.submit import flag_seed_ignored
+
+    def run(seed, bpb, status="ok", flags=()):
+        prov = {"benchmark": {"entropy_floor_bpb": 1.9}, "seed": seed}
+        return _result(tmp_path, provenance=prov, status=status, metrics={"val_bpb": bpb}, flags=list(flags))
+
+    a, b, c = run(1, 2.0123, flags=["throttled"]), run(2, 2.0123), run(3, 2.0456)
+    crashed = run(4, 2.0123, status="crash")
+    assert flag_seed_ignored([a, b, c, crashed]) == [a, b]
+    assert a.flags == ["seed_ignored", "throttled"] and b.flags == ["seed_ignored"]
+    assert c.flags == [] and crashed.flags == []
+    flag_seed_ignored([a, b])
+    assert a.flags == ["seed_ignored", "throttled"]  # sorted and unique, however often it runs
+    same_seed = [run(7, 2.0), run(7, 2.0)]  # one seed run twice: equal scores say nothing
+    assert flag_seed_ignored(same_seed) == [] and [r.flags for r in same_seed] == [[], []]
+    honest = [run(1, 2.0123001), run(2, 2.0123)]  # 1e-7 apart: two seeds that happened to land close
+    assert flag_seed_ignored(honest) == []
+
+
+def test_class_noise_comes_from_the_baselines_file(tmp_path):
+    from harness.hw.normalize import Baselines, add_sample, save_baselines
+    from harness.submit import Reference, class_noise_std, decide_keep
+
+    path = tmp_path / "baselines.json"
+    assert class_noise_std(path, "tiny", "CPU-x") is None
+    b = Baselines()
+    add_sample(b, "tiny", "CPU-x", val_bpb=2.00, run_id="r1")
+    save_baselines(b, path)
+    assert class_noise_std(path, "tiny", "CPU-x") is None  # one run is no spread
+    add_sample(b, "tiny", "CPU-x", val_bpb=2.01, run_id="r2")
+    add_sample(b, "tiny", "CPU-y", val_bpb=3.0, run_id="r3")
+    save_baselines(b, path)
+    noise = class_noise_std(path, "tiny", "CPU-x")
+    assert noise == pytest.approx(0.01 / 2 ** 0.5)
+    ref = Reference("best", "best so far", [2.000, 2.0001, 1.9999])
+    cand = [1.995, 1.995, 1.995]  # a hard-coded seed: three copies of one run
+    assert decide_keep(cand, ref, 0.05).keep  # taken at face value, 0.005 better looks certain
+    floored = decide_keep(cand, ref, 0.05, noise)
+    assert not floored.keep and "class's seed noise" in floored.reason
+
+
+FIXED_SEED = TOY.read_text().replace("torch.manual_seed(SEED)", "torch.manual_seed(0)").replace(
+    "while time.time() - t0 < TIME_BUDGET:", "while step < 30:")
+
+
+def test_a_candidate_that_fixes_its_own_seed_is_flagged_and_still_counts(tiny_bench, env):
+    from harness.baseline import measure_noise
+
+    fixed = env / "fixed_seed.py"
+    fixed.write_text(FIXED_SEED)
+    report = submit(fixed, opts(tiny_bench, env, seeds=2))
+    seeds = {r.provenance["seed"] for r in report.results}
+    assert len(seeds) == 2 and report.results[0].val_bpb == report.results[1].val_bpb
+    assert all("seed_ignored" in r.flags for r in report.results)
+    assert len(report.scores) == 2  # they count; the spread floor is what keeps them honest
+    store = ResultStore(env / "results")
+    for r in report.results:
+        assert "seed_ignored" in store.get(r.run_id)["flags"]
+        assert "seed_ignored" in json.loads((Path(r.log_path).parent / "result.json").read_text())["flags"]
+    # A noise measurement of such a candidate measures nothing: no zero-spread "class noise".
+    noise = measure_noise(fixed, opts(tiny_bench, env), runs=2)
+    assert noise.used == [] and noise.summary is None
+    assert all("seed_ignored" in store.get(r.run_id)["flags"] for r in noise.results)
