@@ -1,6 +1,9 @@
 """The harness command line: one small function per command, each over a library call.
 
 Exit codes: 0 success, 1 the thing checked or run failed (invalid file, run not ok), 2 usage or setup errors.
+
+Every string a candidate, an agent or a stored record controls goes through harness.sanitize.clean_text
+before it reaches the terminal; --json output keeps exact strings, escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import __version__
 from harness.benchmarks import Benchmark, BenchmarkError, get_benchmark, load_benchmarks
+from harness import paths
 from harness.paths import REPO_ROOT
+from harness.sanitize import clean_text
 
 BASELINE_DEFAULT = REPO_ROOT / "submissions" / "baseline" / "train.py"
 
@@ -32,11 +38,12 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on std
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    err.print(f"[red]error:[/red] {escape(clean_text(message, keep_newlines=True))}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 
 def emit_json(doc: Any) -> None:
+    """Exact strings, safe on a terminal: ensure_ascii escapes every control and non-ASCII character."""
     typer.echo(json.dumps(doc, indent=1, sort_keys=True, default=str))
 
 
@@ -83,6 +90,17 @@ def main(version: bool = typer.Option(False, "--version", help="Print the harnes
     if version:
         typer.echo(__version__)
         raise typer.Exit(0)
+    _recover_orphans()
+
+
+def _recover_orphans() -> list[Any]:
+    """Runs whose harness died get their record now (harness/journal.py): every command does this first."""
+    from harness.journal import recover
+
+    found = recover(paths.runs_dir())
+    for r in found:
+        typer.echo(clean_text(f"recorded run {r.run_id} as aborted: {r.reason}"), err=True)
+    return found
 
 
 @app.command()
@@ -145,7 +163,7 @@ def validate(train_py: Path = typer.Argument(..., help="The candidate train.py."
     else:
         for finding in report.findings:
             typer.echo(finding.format())
-        typer.echo(f"{train_py}: {'valid' if report.ok else 'INVALID'} "
+        typer.echo(f"{clean_text(str(train_py))}: {'valid' if report.ok else 'INVALID'} "
                    f"({len(report.errors)} error(s), {len(report.warnings)} warning(s))")
     raise typer.Exit(0 if report.ok else 1)
 
@@ -209,6 +227,9 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
            budget: Optional[float] = typer.Option(None, help="Override the training budget (recorded)."),
            results: Optional[Path] = ResultsOpt,
            no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
+           tsv: Optional[Path] = typer.Option(None, "--tsv", help="Append the results.tsv row to this file "
+                                              "(default: results.tsv at the root of the git repository holding "
+                                              "the current directory; none outside git)."),
            as_json: bool = JsonOpt) -> None:
     """Validate, run with harness-chosen seeds, verify, normalize, store; print keep or discard.
 
@@ -218,8 +239,10 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
     from harness.submit import submit as do_submit
 
     bench = bench_or_exit(benchmark)
+    if tsv is not None and tsv.is_dir():
+        fail(f"--tsv {tsv}: is a directory; give the path of the results.tsv file to append to")
     opts = _submit_options(bench, seeds=seeds, description=message, backend=backend, verified=not compat,
-                           budget_s=budget, results_dir=results, calibrate=not no_calibrate)
+                           budget_s=budget, results_dir=results, calibrate=not no_calibrate, tsv_path=tsv)
     with sigterm_as_interrupt(), setup_errors():
         report = do_submit(train_py, opts, on_event=RunDisplay(err))
     if as_json:
@@ -230,8 +253,10 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
         if d["summary"]:
             s = d["summary"]
             spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
-            typer.echo(f"val_bpb {s['mean']:.4f}{spread} over {s['n']} seed(s) · reference: {report.reference.label}")
-        typer.echo(f"{d['decision']}: {d['reason']}")
+            typer.echo(f"val_bpb {s['mean']:.4f}{spread} over {s['n']} seed(s) · reference: "
+                       f"{clean_text(report.reference.label)}")
+        typer.echo(clean_text(f"{d['decision']}: {d['reason']}"))
+        typer.echo(clean_text(report.tsv_note))
     raise typer.Exit(0 if report.decision.keep else 1)
 
 
@@ -286,15 +311,16 @@ def results_list(benchmark: Optional[str] = typer.Option(None, "--benchmark", "-
     listing = ResultStore(results).list(benchmark=benchmark, status=status, gpu_class=gpu_class,
                                         include_flagged=all_runs, include_unverified=all_runs, limit=limit)
     for problem in listing.problems:
-        err.print(f"skipped {problem.path}: {problem.reason}", markup=False, highlight=False)
+        err.print(clean_text(f"skipped {problem.path}: {problem.reason}"), markup=False, highlight=False)
     if as_json:
         emit_json({"rows": [r.to_dict() for r in listing.rows], "hidden": listing.hidden,
                    "problems": [{"path": str(p.path), "reason": p.reason} for p in listing.problems]})
         return
-    for r in listing.rows:
+    for r in listing.rows:  # every field from a record file, which anyone who can write the folder can edit
+        c = clean_text
         bpb = f"{r.val_bpb:.4f}" if r.val_bpb is not None else "-"
-        typer.echo(f"{r.run_id}  {r.benchmark:8} {r.status:11} {bpb:>8}  {r.trust:13} {r.gpu_class or '-':24} "
-                   f"{(r.decision or '-'):8} {r.description[:40]}")
+        typer.echo(f"{c(r.run_id)}  {c(r.benchmark):8} {c(r.status):11} {bpb:>8}  {c(r.trust):13} "
+                   f"{c(r.gpu_class) or '-':24} {c(r.decision) or '-':8} {c(r.description)[:40]}")
     if listing.hidden:
         typer.echo(f"({listing.hidden} flagged or unverified run(s) hidden: add --all)")
 
@@ -324,7 +350,7 @@ def results_reindex(results: Optional[Path] = ResultsOpt) -> None:
 
     report = ResultStore(results).rebuild_index()
     for problem in report.problems:
-        err.print(f"skipped {problem.path}: {problem.reason}", markup=False, highlight=False)
+        err.print(clean_text(f"skipped {problem.path}: {problem.reason}"), markup=False, highlight=False)
     typer.echo(f"indexed {report.indexed} record(s); {len(report.problems)} problem(s); "
                f"{report.removed_tmp} stale temp file(s) removed")
 
@@ -347,8 +373,9 @@ def leaderboard(benchmark: str = BenchOpt,
     if not rows:
         typer.echo(f"no scored runs for {benchmark}" + ("" if all_runs else " (verified, unflagged); try --all"))
     for i, r in enumerate(rows, 1):
-        typer.echo(f"{i:3}. {r.val_bpb:.4f}  {r.gpu_class or '-':24} {r.trust:13} {r.submission_sha256[:12]}  "
-                   f"{r.run_id}  {r.description[:50]}")
+        c = clean_text
+        typer.echo(f"{i:3}. {r.val_bpb:.4f}  {c(r.gpu_class) or '-':24} {c(r.trust):13} "
+                   f"{c(r.submission_sha256)[:12]}  {c(r.run_id)}  {c(r.description)[:50]}")
 
 
 @app.command()
@@ -374,7 +401,7 @@ def _print_spread(report, as_json: bool) -> None:
     else:
         for r in report.results:
             bpb = f"{r.val_bpb:.4f}" if r.val_bpb is not None else "-"
-            typer.echo(f"{r.run_id}  {r.status:8} {bpb}  seed {r.provenance['seed']}  {' '.join(r.flags)}")
+            typer.echo(clean_text(f"{r.run_id}  {r.status:8} {bpb}  seed {r.provenance['seed']}  {' '.join(r.flags)}"))
         s = report.summary
         if s is None:
             typer.echo(f"{report.class_label}: no usable run")
@@ -512,13 +539,17 @@ def image_ensure(kind: str = typer.Argument("cpu", help="cpu or cuda.")) -> None
 
 @app.command()
 def janitor() -> None:
-    """Remove leftover harness containers (by label). Run it when no harness run is in progress."""
+    """Record runs whose harness died (status aborted) and remove leftover harness containers (by label).
+    Run it when no harness run is in progress."""
     from harness.backends.docker import docker_available, janitor as sweep
 
+    recovered = _recover_orphans()  # the callback already did; a second pass finds nothing new
     if not docker_available():
         fail("Docker daemon not reachable: start dockerd (see .ci/docker-up)")
     removed = sweep()
     typer.echo("\n".join(removed) if removed else "nothing to remove")
+    if not recovered:
+        typer.echo("no run left without a record")
 
 
 def entrypoint() -> None:  # pragma: no cover - for python -m harness

@@ -17,6 +17,7 @@ from harness.benchmarks import Benchmark
 from harness.clock import ClockLimits, judge, kill_reason
 from harness.data import CacheInfo, cache_info
 from harness.feed import FeedServer
+from harness import journal
 from harness.logparse import parse_progress, parse_summary
 from harness.outcome import decide
 from harness.provenance import build_provenance
@@ -56,6 +57,7 @@ class RunOptions:
     baselines_path: Path | None = None  # per-class baselines for normalization
     nvml_module: Any = None  # tests pass a fake pynvml; None: the real one
     verified: bool = False  # train without val, export the model, score it with fixed code elsewhere
+    results_dir: Path | None = None  # the store a submit writes to: a recovered run is recorded there too
 
 
 def new_run_id() -> str:
@@ -180,6 +182,9 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     # the result, out of the run's reach.
     sampler, no_telemetry = start_sampler(hw.gpu.uuid if hw.gpu else None, series_path=run_dir / "telemetry.jsonl",
                                           nvml_module=opts.nvml_module)
+    # Written before anything runs: if this process dies, the next harness command records the run.
+    journal.begin(run_dir, provisional_record(request, cache, budget, seed, opts.description, train_py, backend.name),
+                  opts.results_dir)
     watcher = _Watcher(on_event)
     limits = ClockLimits.of(budget, bench.clock)
     t0 = time.time()
@@ -216,6 +221,7 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
         measured_metrics(result)
     attach_normalization(result, hw, bench, opts.baselines_path)
     write_json_atomic(run_dir / "result.json", result.to_dict())
+    journal.end(run_dir)
     on_event("end", result)
     return result
 
@@ -323,6 +329,22 @@ def attach_normalization(result: RunResult, hw: HardwareContext, bench: Benchmar
     cal = (result.calibration or {}).get("result")
     n = normalize(bpb, hw.cls.label, baselines, calibration=cal, benchmark=bench.name)
     result.normalization = {**n.to_dict(), "line": n.line(), "baselines_file": str(path)}
+
+
+def provisional_record(request: RunRequest, cache: CacheInfo, budget: float, seed: int, description: str,
+                       original: Path, backend: str) -> dict[str, Any]:
+    """The record a run keeps if its harness dies before writing the real one (harness/journal.py)."""
+    now = time.time()
+    prov = build_provenance(train_py=original, description=description, bench=request.benchmark, cache=cache,
+                            seed=seed, backend=backend, image=None, fixed_dir=request.fixed_dir)
+    return RunResult(
+        run_id=request.run_id, status="aborted", reason="the harness process died during the run",
+        trust="unisolated" if backend == "local" else "self-reported", backend=backend,
+        isolated=backend != "local", provenance=prov,
+        timings=Timings(started_at=now, first_output_at=None, ended_at=now, startup_s=None, training_s=None,
+                        eval_s=None, total_s=0.0),
+        metrics={}, budget_s=budget, hard_timeout_s=request.hard_timeout_s,
+        log_path=str(request.run_dir / "log.txt")).to_dict()
 
 
 def _failed_outcome(backend: str, run_dir: Path, t0: float, aborted: bool = False,

@@ -1,0 +1,126 @@
+"""The run journal: a run whose harness died (kill -9, a lost node, a closed laptop) still gets its record.
+
+When a run starts, run.py writes run_dir/journal.json: who is running it (host, pid and that process's
+start time, so a reused pid is not mistaken for it) and the record to keep if it never finishes
+(status `aborted`). When the run ends normally, result.json is written and the journal removed.
+
+The next harness command (or `harness janitor`) calls recover(): every journal whose harness is gone
+becomes result.json (and a store record, when the run belonged to a store), and the run's leftover
+containers are removed. Journals of runs on another host are left alone: only that host can tell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.result import write_json_atomic
+
+JOURNAL = "journal.json"
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # fields after "(comm)": state is field 3, starttime 22
+
+
+def _me() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "proc_start": _proc_start(pid)}
+
+
+def begin(run_dir: Path, provisional: dict[str, Any], results_dir: Path | None) -> Path:
+    """Write the journal of a starting run: its owner and the record to keep if the owner dies."""
+    doc = {**_me(), "written_at": time.time(), "results_dir": str(results_dir) if results_dir else None,
+           "record": provisional}
+    path = Path(run_dir) / JOURNAL
+    write_json_atomic(path, doc)
+    return path
+
+
+def end(run_dir: Path) -> None:
+    """The run's record is written: the journal is done."""
+    try:
+        (Path(run_dir) / JOURNAL).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def owner_alive(doc: dict[str, Any]) -> bool | None:
+    """True or False on this host; None when the journal belongs to another host."""
+    if doc.get("host") != socket.gethostname():
+        return None
+    pid = doc.get("pid")
+    if not isinstance(pid, int):
+        return False
+    start = _proc_start(pid)
+    return start is not None and start == doc.get("proc_start")
+
+
+@dataclass
+class Recovered:
+    run_id: str
+    run_dir: Path
+    reason: str
+
+
+def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
+    """Record every run of runs_dir whose harness died: result.json (status aborted, with why), the store
+    record, the leftover containers removed. Returns what it recorded."""
+    out: list[Recovered] = []
+    for path in sorted(Path(runs_dir).glob(f"*/{JOURNAL}")):
+        run_dir = path.parent
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict) or owner_alive(doc) is not False:
+            continue
+        if (run_dir / "result.json").exists():  # it died after writing its record: only the journal is left
+            end(run_dir)
+            continue
+        record = dict(doc.get("record") or {})
+        if not record.get("run_id"):
+            continue
+        died = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died during the run; "
+                  f"recorded by a later harness command at {died}")
+        record["reason"] = reason
+        record["timings"] = {**record.get("timings", {}), "ended_at": time.time()}
+        record["timings"]["total_s"] = max(0.0, record["timings"]["ended_at"] - record["timings"]["started_at"])
+        write_json_atomic(run_dir / "result.json", record)
+        if doc.get("results_dir"):
+            from harness.store import ResultStore
+
+            try:
+                ResultStore(doc["results_dir"]).put(record)
+            except Exception:  # noqa: BLE001 - result.json is written; the store can be reindexed later
+                pass
+        if remove_containers:
+            _remove_containers(record["run_id"])
+        end(run_dir)
+        out.append(Recovered(record["run_id"], run_dir, reason))
+    return out
+
+
+def _remove_containers(run_id: str) -> None:
+    try:
+        from harness.backends.docker import docker_available, janitor
+    except ImportError:
+        return
+    if not docker_available(timeout=2):
+        return
+    for rid in (run_id, f"{run_id}-eval", f"{run_id}-model-a", f"{run_id}-model-b"):
+        try:
+            janitor(run_id=rid)
+        except Exception:  # noqa: BLE001 - best effort: `harness janitor` removes the rest
+            pass
