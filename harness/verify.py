@@ -11,6 +11,7 @@ verdict into the training run's result: trust "verified" with the evaluator's va
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +35,7 @@ SCORER_COMMAND = ["{python}", "{fixed}/evaluate.py", "--socket", "{sock}/model.s
 MODEL_SERVER_COMMAND = ["{python}", "{fixed}/model_server.py", "--program", "{export}/model.pt2",
                         "--socket", "{sock}/model.sock", "--role", "{role}"]
 MODEL_SERVERS = ("a", "b")
+SERVER_GONE_GRACE_S = 10.0  # a server ended, the scorer still runs: past this the scorer is stopped
 
 
 EXPORT_KEYS = ("ok", "error", "file", "seq_len", "vocab_size", "dynamic_batch", "batch", "torch", "device",
@@ -103,17 +105,27 @@ def _log_tail(path: Path, n: int = 500) -> str:
         return ""
 
 
-def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend) -> dict[str, Any]:
+def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend,
+                  requests: tuple[RunRequest, list[RunRequest]] | None = None) -> dict[str, Any]:
     """Run the scorer and the two model servers at once; the scorer's verdict, or an error saying what went
-    wrong. The scorer runs in this thread (Ctrl-C reaches it); when it ends, the servers are cancelled."""
-    scorer, servers = evaluator_requests(train, bench)
+    wrong. The scorer runs in this thread (Ctrl-C reaches it); when it ends, the servers are cancelled.
+    requests: evaluator_requests(train, bench), or a variant of them (tests play a hostile server)."""
+    scorer, servers = requests or evaluator_requests(train, bench)
+    scorer = dataclasses.replace(scorer, cancel=threading.Event())  # its own: a dead server ends the scorer
     outcomes: dict[str, Any] = {}
+    early: list[str] = []  # servers that ended while the scorer still waited for them
 
     def serve(req: RunRequest) -> None:
         try:
             outcomes[req.run_id] = backend.execute(req, lambda _line: None)
         except Exception as e:  # noqa: BLE001 - a backend must not raise; if it does, the scorer still ends
             outcomes[req.run_id] = e
+        # An honest server ends only after the scorer's last word; then the scorer is done within moments.
+        # A server that ended before (a crash, a refused start) must not leave the scorer waiting.
+        if not scorer.cancel.wait(SERVER_GONE_GRACE_S):
+            early.append(f"model server {req.run_id[-1]} ended before the evaluation did: "
+                         f"{_log_tail(req.run_dir / 'log.txt', 300)}")
+            scorer.cancel.set()
 
     threads = [threading.Thread(target=serve, args=(req,), name=f"harness-{req.run_id}", daemon=True)
                for req in servers]
@@ -122,8 +134,10 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend) -> dict
     try:
         outcome = backend.execute(scorer, lambda _line: None)
     finally:
-        assert scorer.cancel is not None
         scorer.cancel.set()
+        for req in servers:
+            if req.cancel is not None:
+                req.cancel.set()
         for t in threads:
             t.join(60)
     path = scorer.run_dir / "out" / "eval.json"
@@ -131,10 +145,13 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend) -> dict
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         why = outcome.infra_error or ("timed out" if outcome.timed_out else f"exit code {outcome.exit_code}")
-        result = {"ok": False, "error": f"the scorer produced no result ({why}): {_log_tail(outcome.log_path)}",
-                  "timed_out": outcome.timed_out}
+        if early and outcome.kill_reason == "cancelled":
+            result = {"ok": False, "error": "; ".join(early), "server_lost": True}
+        else:
+            result = {"ok": False, "error": f"the scorer produced no result ({why}): {_log_tail(outcome.log_path)}",
+                      "timed_out": outcome.timed_out}
     server_infra = [o.infra_error for o in outcomes.values() if isinstance(o, ProcessOutcome) and o.infra_error]
-    if not result.get("ok") and (result.get("server_lost") or result.get("server_missing")):
+    if not result.get("ok") and not early and (result.get("server_lost") or result.get("server_missing")):
         # The model side failed (crash, OOM, refused start): its own log says why.
         tails = [f"model server {req.run_id[-1]}: {_log_tail(req.run_dir / 'log.txt', 300)}" for req in servers]
         result["error"] = f"{result.get('error')}; " + " | ".join(tails)

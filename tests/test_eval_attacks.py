@@ -288,3 +288,24 @@ def test_uniform_logits_from_a_fake_server_score_log2_vocab(tiny_cache, tmp_path
     p = load_prepare(tiny_cache.data_dir)
     expected = result["scored_tokens"] * math.log(512) / (math.log(2) * result["total_bytes"])
     assert result["val_bpb"] == pytest.approx(expected, rel=1e-6) and p.VOCAB_SIZE == 512
+
+
+def test_a_server_that_dies_before_connecting_ends_the_evaluation_quickly(honest_export, tiny_cache, tiny_bench,
+                                                                          tmp_path):
+    from harness.backends.base import RunRequest
+    from harness.backends.local import LocalBackend
+    from harness.run import run_env
+    from harness.verify import evaluator_requests, run_evaluator
+
+    run_dir = tmp_path / "run"
+    (run_dir / "out").mkdir(parents=True)
+    (run_dir / "out" / "model.pt2").write_bytes(honest_export[0].read_bytes())
+    train = RunRequest(run_id="20260101-000000-eeeeee", train_py=run_dir / "train.py", benchmark=tiny_bench,
+                       data_dir=tiny_cache.data_dir, fixed_dir=REPO / "fixed", run_dir=run_dir,
+                       env=run_env(tiny_bench, tiny_cache.data_dir, run_dir, 1.0, 1, None))
+    scorer, servers = evaluator_requests(train, tiny_bench)
+    servers[1].command = ["{python}", "-c", "print('crashing at start', flush=True); raise SystemExit(3)"]
+    t0 = time.time()
+    result = run_evaluator(train, tiny_bench, LocalBackend(), requests=(scorer, servers))
+    assert time.time() - t0 < 90  # not the scorer's 240 s wait for a server that will never come
+    assert not result["ok"] and result["server_lost"] and "crashing at start" in result["error"]
