@@ -39,6 +39,7 @@ test: venv
 bench: venv
 	$(HARNESS) prepare --benchmark tiny
 	$(PY) -m harness.bench
+	$(PY) -m harness.bench_integrity
 
 # The run images: a Docker engine if none is reachable, then the CPU image built offline.
 images: venv
