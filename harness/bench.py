@@ -5,7 +5,9 @@
 Sections:
   dataloader   tokens/s on one core vs what an H100 consumes with the baseline (goal >= 10x)
   containers   steps in a container vs on the local backend, same train.py and budget (goal >= 0.97),
-               and a warm container's start-to-first-output latency (goal < 3 s)
+               a warm container's start-to-first-output latency (goal < 3 s), and gVisor's cost: steps
+               under runsc vs runc, side by side (no goal: a figure to know; skipped, saying why, when
+               dockerd has no runsc runtime: see .ci/docker-up)
   telemetry    the NVML sampler's CPU cost (goal < 1 % of a core; a fake NVML where there is no GPU)
 """
 
@@ -100,6 +102,35 @@ def bench_containers(budget: float, report: Callable[[str], None]) -> None:
         med = statistics.median(latencies) if latencies else float("nan")
         report(f"containers: warm image, create+start to first output: median {med:.2f}s over {len(latencies)} "
                f"(goal < {LATENCY_GOAL_S:g}s) {'ok' if med < LATENCY_GOAL_S else 'ABOVE GOAL'}")
+        bench_gvisor(budget, report, Path(tmp))
+
+
+def bench_gvisor(budget: float, report: Callable[[str], None], tmp) -> None:
+    """Steps of the baseline in one budget under runsc vs runc: the same image, train.py, budget and seed,
+    alternating (runc, runsc, runsc, runc) so that drift in the machine's speed falls on both."""
+    from harness.backends.docker import DockerBackend
+    from harness.run import RunOptions, execute_run
+
+    backends = {"runc": DockerBackend(runtime="runc"), "runsc": DockerBackend(runtime="runsc")}
+    try:
+        versions = {name: b.runtime_info()[1] for name, b in backends.items()}
+    except RuntimeError as e:
+        report(f"gvisor: skipped: {e}")
+        return
+    bench = get_benchmark("tiny")
+    baseline = paths.REPO_ROOT / "submissions" / "baseline" / "train.py"
+    steps = {"runc": 0, "runsc": 0}
+    for name in ("runc", "runsc", "runsc", "runc"):
+        opts = RunOptions(benchmark=bench, backend="docker", budget_s=budget, seed=1, calibrate=False,
+                          runs_dir=tmp / "gvisor-runs", baselines_path=tmp / "b.json")
+        r = execute_run(baseline, opts, backend=backends[name])
+        if r.status != "ok":
+            report(f"gvisor: a {name} run ended {r.status} ({r.reason}); see {r.log_path}")
+            return
+        steps[name] += r.metrics.get("num_steps") or 0
+    ratio = steps["runsc"] / max(1, steps["runc"])
+    report(f"gvisor: baseline steps in 2 x {budget:g}s: runsc {steps['runsc']} vs runc {steps['runc']} = {ratio:.3f} "
+           f"(gVisor's cost; no goal) [{versions['runsc']}; {versions['runc']}]")
 
 
 def bench_telemetry(seconds: float, report: Callable[[str], None]) -> None:

@@ -8,6 +8,13 @@ Not a conftest.py: test modules import what they use, e.g.
 
 Without a reachable daemon (or without the image) the tests SKIP with the reason, except when
 the environment says CI=true: then they FAIL, because CI must run them.
+
+Runtimes: `sandbox` runs its containers under runc unless parametrized indirectly, e.g. for a whole
+module (tests/adversarial/ does this, so every attack runs under runc and under gVisor):
+
+    pytestmark = [pytest.mark.docker, pytest.mark.parametrize("sandbox", RUNTIMES, indirect=True)]
+
+A runtime dockerd lacks skips (fails under CI=true: `.ci/docker-up` registers runsc).
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ SESSION_PREFIX = f"pytest-{secrets.token_hex(3)}"
 
 # Small limits: the tests are fast and the adversaries hit the caps quickly.
 TEST_LIMITS = Limits(memory="256m", shm="16m", pids=64, tmpfs="16m", output="16m", cpus=1.0)
+
+# The OCI runtimes the container tests run under: runc (dockerd's default) and gVisor's runsc.
+RUNTIMES = ("runc", "runsc")
+# Under runsc the pids cgroup counts the sandbox's host threads (gVisor's Sentry and its stubs), not the
+# run's processes: below about 96 even `docker exec` (the copy of /out) fails, so its sandboxes get at
+# least this many.
+RUNSC_MIN_PIDS = 128
 
 FAKE_PREPARE = '''\
 """A stand-in for fixed/prepare.py: the real one's env handling, none of its work."""
@@ -101,6 +115,16 @@ def sha256_tree(root: Path) -> dict[str, str]:
     return out
 
 
+def require_runtime(client, runtime: str) -> None:
+    """Skip (fail under CI=true) unless dockerd has `runtime` registered."""
+    if runtime == "runc":
+        return
+    runtimes = client.info().get("Runtimes") or {}
+    if runtime not in runtimes:
+        _unavailable(f"container runtime {runtime!r} is not registered with dockerd (it has: "
+                     f"{', '.join(sorted(runtimes))}): run `sudo bash .ci/docker-up` to install and register gVisor")
+
+
 @dataclass
 class Sandbox:
     """A tiny fake fixed/ and data cache in tmp_path, plus a runner for candidates."""
@@ -110,6 +134,12 @@ class Sandbox:
     data_dir: Path
     client: Any
     runs: list[RunRequest] = field(default_factory=list)
+    runtime: str = "runc"
+
+    def backend(self, **kw):
+        from harness.backends.docker import DockerBackend
+
+        return DockerBackend(client=self.client, image=IMAGE, runtime=self.runtime, **kw)
 
     def hashes(self) -> dict[str, dict[str, str]]:
         return {"fixed": sha256_tree(self.fixed_dir), "data": sha256_tree(self.data_dir)}
@@ -126,7 +156,10 @@ class Sandbox:
             train_py.write_bytes(source)
         else:
             train_py.write_text(source)
-        bench = dataclasses.replace(load_benchmarks()["tiny"], limits=limits or TEST_LIMITS)
+        limits = limits or TEST_LIMITS
+        if self.runtime == "runsc" and limits.pids < RUNSC_MIN_PIDS:
+            limits = dataclasses.replace(limits, pids=RUNSC_MIN_PIDS)
+        bench = dataclasses.replace(load_benchmarks()["tiny"], limits=limits)
         run_dir = self.root / "runs" / run_id
         req = RunRequest(
             run_id=run_id,
@@ -153,8 +186,6 @@ class Sandbox:
 
     def run(self, source: str | bytes, *, backend=None, on_line: Callable[[str], None] | None = None,
             **kw) -> tuple[ProcessOutcome, list[str], RunRequest]:
-        from harness.backends.docker import DockerBackend
-
         req = self.request(source, **kw)
         lines: list[str] = []
 
@@ -163,14 +194,17 @@ class Sandbox:
             if on_line is not None:
                 on_line(line)
 
-        backend = backend or DockerBackend(client=self.client, image=IMAGE)
+        backend = backend or self.backend()
         outcome = backend.execute(req, collect)
         return outcome, lines, req
 
 
 @pytest.fixture
-def sandbox(docker_client, tmp_path):
-    """A Sandbox; after the test, no container of this session may be left."""
+def sandbox(request, docker_client, tmp_path):
+    """A Sandbox (runc, or the runtime given by indirect parametrization); after the test, no container
+    of this session may be left."""
+    runtime = getattr(request, "param", None) or "runc"
+    require_runtime(docker_client, runtime)
     fixed = tmp_path / "fixed"
     fixed.mkdir()
     (fixed / "prepare.py").write_text(FAKE_PREPARE)
@@ -182,7 +216,7 @@ def sandbox(docker_client, tmp_path):
     (data / "val" / "shard_000.bin").write_bytes(bytes(range(256)) * 4)
     for p in [fixed, data, *data.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    box = Sandbox(root=tmp_path, fixed_dir=fixed, data_dir=data, client=docker_client)
+    box = Sandbox(root=tmp_path, fixed_dir=fixed, data_dir=data, client=docker_client, runtime=runtime)
     yield box
     assert_no_leftovers(docker_client)
 

@@ -10,7 +10,14 @@ import pytest
 
 from harness.backends.base import RunRequest
 from harness.benchmarks import Limits, load_benchmarks, size_bytes
-from harness.container_spec import ContainerSpec, container_name, container_spec
+from harness.container_spec import (
+    KEEPER_MARGIN_S,
+    KEEPER_SOURCE,
+    ContainerSpec,
+    container_name,
+    container_spec,
+    run_command,
+)
 
 IMAGE = "harness-cpu:latest"
 
@@ -49,35 +56,35 @@ def mounts_by_target(spec: ContainerSpec) -> dict[str, dict]:
     return {m["Target"]: m for m in spec.mounts}
 
 
-def test_mounts_exactly_four_binds_and_only_out_writable(tmp_path, bench):
+def test_mounts_exactly_three_read_only_binds_and_out_is_a_capped_tmpfs(tmp_path, bench):
     req = make_request(tmp_path, bench)
     spec = container_spec(req, IMAGE)
     m = mounts_by_target(spec)
-    assert set(m) == {"/work/train.py", "/fixed", "/data", "/out"}
+    assert set(m) == {"/work/train.py", "/fixed", "/data"}
     assert all(x["Type"] == "bind" for x in m.values())
     assert m["/work/train.py"]["Source"] == str((req.run_dir / "train.py").absolute())
     assert m["/fixed"]["Source"] == str(req.fixed_dir.absolute())
     assert m["/data"]["Source"] == str(req.data_dir.absolute())
-    assert m["/out"]["Source"] == str((req.run_dir / "out").absolute())
-    assert m["/work/train.py"]["ReadOnly"] is True
-    assert m["/fixed"]["ReadOnly"] is True
-    assert m["/data"]["ReadOnly"] is True
-    assert m["/out"]["ReadOnly"] is False
-    writable = [t for t, x in m.items() if not x["ReadOnly"]]
-    assert writable == ["/out"]
+    assert all(x["ReadOnly"] is True for x in m.values())  # nothing of the host is writable
     for x in m.values():
         assert Path(x["Source"]).is_absolute()
+    # /out: a tmpfs of limits.output bytes, one inode per 4 KiB of it; nothing on the host disk
+    cap = size_bytes(bench.limits.output)
+    assert spec.tmpfs["/out"] == f"size={cap},nr_inodes={cap // 4096},mode=1777"
 
 
 def test_filesystem_network_privileges(tmp_path, bench):
     spec = container_spec(make_request(tmp_path, bench), IMAGE)
     assert spec.read_only is True
-    assert spec.tmpfs == {"/tmp": f"size={bench.limits.tmpfs},mode=1777"}
+    assert set(spec.tmpfs) == {"/tmp", "/out"}
+    assert spec.tmpfs["/tmp"] == f"size={bench.limits.tmpfs},mode=1777"
     assert spec.network_mode == "none"
     assert spec.cap_drop == ["ALL"]
     assert spec.security_opt == ["no-new-privileges"]
     assert spec.user == "1000:1000"
-    assert spec.init is True
+    assert spec.init is False  # the keeper is PID 1 (it reaps orphans and keeps the deadline)
+    assert spec.command[:5] == ["python3", "-I", "-S", "-c", KEEPER_SOURCE]
+    assert spec.runtime is None and "runtime" not in spec.to_create_kwargs()  # the daemon's default
     assert spec.working_dir == "/work"
     assert spec.stdin_open is False and spec.tty is False
     assert spec.image == IMAGE
@@ -109,6 +116,7 @@ def test_limits_follow_any_benchmark(tmp_path, bench):
     assert spec.shm_size == 8 << 20
     assert spec.pids_limit == 32
     assert spec.tmpfs["/tmp"] == "size=4m,mode=1777"
+    assert spec.tmpfs["/out"] == f"size={1 << 20},nr_inodes=256,mode=1777"
     assert spec.nano_cpus is None
     assert "nano_cpus" not in spec.to_create_kwargs()
 
@@ -156,9 +164,31 @@ def test_labels(tmp_path, bench):
 
 
 def test_command_default_and_override(tmp_path, bench):
-    assert container_spec(make_request(tmp_path, bench), IMAGE).command == ["python3", "-u", "/work/train.py"]
+    spec = container_spec(make_request(tmp_path, bench), IMAGE)
+    assert run_command(spec.command) == ["python3", "-u", "/work/train.py"]
     cmd = ["python3", "-m", "harness_eval", "/out/model.pt"]
-    assert container_spec(make_request(tmp_path, bench, command=cmd), IMAGE).command == cmd
+    assert run_command(container_spec(make_request(tmp_path, bench, command=cmd), IMAGE).command) == cmd
+
+
+def test_keeper_deadline_token_and_runtime(tmp_path, bench):
+    req = make_request(tmp_path, bench, hard_timeout_s=240.0)
+    spec = container_spec(req, IMAGE, keeper_token="ab" * 16, runtime="runsc")
+    # python3 -I -S -c KEEPER <deadline> <linger> -- command...
+    assert float(spec.command[5]) == 240.0 + KEEPER_MARGIN_S
+    assert spec.command[7] == "--"
+    assert spec.environment["HARNESS_KEEPER_TOKEN"] == "ab" * 16
+    assert spec.runtime == "runsc" and spec.to_create_kwargs()["runtime"] == "runsc"
+    assert "HARNESS_KEEPER_TOKEN" not in container_spec(req, IMAGE).environment
+    compile(KEEPER_SOURCE, "keeper", "exec")
+
+
+def test_request_env_cannot_set_the_keeper_token(tmp_path, bench):
+    req = make_request(tmp_path, bench)
+    req.env["HARNESS_KEEPER_TOKEN"] = "chosen-by-someone-else"
+    req.env["HARNESS_KEEPER_FD"] = "0"
+    env = container_spec(req, IMAGE, keeper_token="ours").environment
+    assert env["HARNESS_KEEPER_TOKEN"] == "ours" and "HARNESS_KEEPER_FD" not in env
+    assert "HARNESS_KEEPER_TOKEN" not in container_spec(req, IMAGE).environment
 
 
 def test_no_log_copy_in_daemon_and_no_core_dumps(tmp_path, bench):
@@ -199,7 +229,7 @@ def test_data_entries_mount_only_those(tmp_path, bench):
     for entry in ("manifest.json", "tokenizer", "train"):
         assert m[f"/data/{entry}"]["Source"] == str((req.data_dir / entry).absolute())
         assert m[f"/data/{entry}"]["ReadOnly"] is True
-    assert [t for t, x in m.items() if not x["ReadOnly"]] == ["/out"]
+    assert [t for t, x in m.items() if not x["ReadOnly"]] == []
 
 
 def test_evaluator_request_extra_mounts_no_candidate_and_placeholders(tmp_path, bench):
@@ -211,8 +241,8 @@ def test_evaluator_request_extra_mounts_no_candidate_and_placeholders(tmp_path, 
     m = mounts_by_target(spec)
     assert "/work/train.py" not in m
     assert m["/mnt/export"]["Source"] == str(export.absolute()) and m["/mnt/export"]["ReadOnly"] is True
-    assert [t for t, x in m.items() if not x["ReadOnly"]] == ["/out"]
-    assert spec.command == ["python3", "/fixed/evaluate.py", "--program", "/mnt/export/model.pt2",
+    assert [t for t, x in m.items() if not x["ReadOnly"]] == []
+    assert run_command(spec.command) == ["python3", "/fixed/evaluate.py", "--program", "/mnt/export/model.pt2",
                             "--out", "/out/eval.json", "--data", "/data", "--src", "/work/train.py"]
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import _thread
+import io
 import json
+import os
 import sys
+import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,13 @@ from docker_support import (  # noqa: E402,F401
     sandbox,
 )
 
-from harness.backends.docker import DockerBackend, docker_available, janitor  # noqa: E402
+from harness.backends.docker import (  # noqa: E402
+    DockerBackend,
+    _KeeperLine,
+    docker_available,
+    extract_output,
+    janitor,
+)
 from harness.container_spec import container_spec  # noqa: E402
 
 pytestmark = pytest.mark.docker
@@ -81,8 +91,13 @@ def test_happy_path(sandbox):
     assert info["cwd"] == "/work"
     assert info["argv"] == ["/work/train.py"]
     assert info["manifest"]["benchmark"] == "tiny"
-    # /out is run_dir/out on the host; the candidate was copied into the run dir
+    # /out (a tmpfs) was copied to run_dir/out on the host; the candidate was copied into the run dir
     assert (req.run_dir / "out" / "result.txt").read_text() == "written inside"
+    assert outcome.output_bytes == len("written inside")
+    assert (req.run_dir / "out" / "result.txt").stat().st_uid == os.getuid()  # the invoking user's
+    # the runtime it ran under, with its version
+    assert outcome.runtime == "runc" and outcome.runtime_version.startswith("runc ")
+    assert outcome.kill_reason is None
     assert (req.run_dir / "train.py").read_text() == req.train_py.read_text()
 
 
@@ -322,3 +337,175 @@ def test_evaluator_style_request(sandbox, tmp_path):
     assert info == {"program": "the model", "train_py": False, "export_writable": False}
     assert json.loads((req.run_dir / "out" / "eval.json").read_text()) == info
     assert (export / "model.txt").read_text() == "the model"
+
+
+# --- runtimes --------------------------------------------------------------------------------------
+
+
+def test_unknown_runtime_is_infra_error_never_runc(sandbox):
+    backend = DockerBackend(client=sandbox.client, image=IMAGE, runtime="nosuch-runtime")
+    outcome, lines, req = sandbox.run("print('never')\n", backend=backend)
+    assert outcome.infra_error and "'nosuch-runtime' is not registered" in outcome.infra_error
+    assert ".ci/docker-up" in outcome.infra_error and "no fall-back" in outcome.infra_error
+    assert outcome.exit_code is None and lines == []
+    assert sandbox.client.containers.list(all=True, filters={"label": f"harness.run_id={req.run_id}"}) == []
+
+
+UNAME = "import os\nprint('UNAME ' + os.uname().release)\n"
+
+
+@pytest.mark.parametrize("sandbox", ["runsc"], indirect=True)
+def test_runsc_runs_in_gvisor_and_is_recorded(sandbox):
+    outcome, lines, _ = sandbox.run(UNAME)
+    assert outcome.exit_code == 0 and outcome.infra_error is None, lines
+    assert outcome.runtime == "runsc"
+    assert outcome.runtime_version.startswith("runsc version ")
+    # gVisor's own kernel answers, not the host's
+    assert lines == [f"UNAME {lines[0][6:]}"] and lines[0][6:] != os.uname().release
+
+
+# --- the end of a run ------------------------------------------------------------------------------
+
+
+def test_missing_command_exits_127(sandbox):
+    outcome, lines, _ = sandbox.run("pass\n", command=["no-such-program", "x"])
+    assert outcome.exit_code == 127 and outcome.infra_error is None
+    assert any("no-such-program" in line for line in lines)
+
+
+def test_cancel_ends_the_run_and_keeps_its_out(sandbox):
+    src = "import time\nopen('/out/partial.txt', 'w').write('so far')\nprint('ready', flush=True)\ntime.sleep(100)\n"
+    req = sandbox.request(src, hard_timeout_s=60)
+    req.cancel = threading.Event()
+    lines = []
+
+    def on_line(line):
+        lines.append(line)
+        if line == "ready":
+            req.cancel.set()
+
+    outcome = sandbox.backend().execute(req, on_line)
+    assert outcome.kill_reason == "cancelled" and not outcome.timed_out
+    assert outcome.exit_code == 137 and outcome.infra_error is None
+    assert duration(outcome) < 10
+    assert (req.run_dir / "out" / "partial.txt").read_text() == "so far"  # copied out after the kill
+    assert_no_leftovers(sandbox.client)
+
+
+def test_two_runs_at_once_through_one_backend(sandbox):
+    """The verified scorer and its model server share one DockerBackend from two threads."""
+    backend = sandbox.backend()
+    src = ("import sys, time\nopen('/out/who', 'w').write(sys.argv[1])\ntime.sleep(1)\n"
+           "print('I am', sys.argv[1])\nsys.exit(int(sys.argv[1]))\n")
+    reqs = [sandbox.request(src, name=f"twin{i}", command=["python3", "/work/train.py", str(i + 3)]) for i in range(2)]
+    results: dict[int, tuple] = {}
+
+    def go(i):
+        lines = []
+        results[i] = (backend.execute(reqs[i], lines.append), lines)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert time.time() - t0 < 15
+    for i in range(2):
+        outcome, lines = results[i]
+        assert outcome.exit_code == i + 3 and outcome.infra_error is None
+        assert lines == [f"I am {i + 3}"]
+        assert (reqs[i].run_dir / "out" / "who").read_text() == str(i + 3)
+    assert_no_leftovers(sandbox.client)
+
+
+# --- the keeper's line and the copy of /out (no daemon needed) --------------------------------------
+
+
+def test_keeper_line_is_taken_out_of_the_stream():
+    token = "ab" * 16
+    line = _KeeperLine(token)
+    out = line.feed(b"progress 1\nno newline yet")
+    assert out == b"progress 1\nno newline yet" and line.result is None
+    # split anywhere: the tail that could start the line is held back, then dropped
+    whole = b"\x1e" + token.encode() + b" exit=3 reason=exit full=1\n"
+    assert line.feed(whole[:5]) == b""
+    assert line.feed(whole[5:20]) == b""
+    assert line.result is None
+    assert line.feed(whole[20:]) == b""
+    assert line.result == (3, "exit", True)
+    # a wrong token is plain output; a lone record separator is held only while it could be the start
+    other = _KeeperLine(token)
+    fake = b"\x1e" + b"0" * 32 + b" exit=0 reason=exit full=0\n"
+    assert other.feed(fake) == fake and other.result is None
+    assert other.feed(b"x\x1e") == b"x" and other.flush() == b"\x1e"
+
+
+def _tar(entries) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            elif kind == "sparse":  # a header that claims a huge file (a sparse file on a tmpfs)
+                info.size = data
+                return io.BytesIO(buf.getvalue() + info.tobuf() + b"\0" * (1 << 20))
+            else:
+                info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE,
+                             "chardev": tarfile.CHRTYPE}[kind]
+                info.linkname = data
+                tf.addfile(info)
+    buf.seek(0)
+    return buf
+
+
+def test_extract_output_writes_only_plain_files_and_dirs(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "planted").symlink_to(secret)  # left from before: replaced, never written through
+    stream = _tar([
+        (".", "dir", None),
+        ("./model.pt2", "file", b"weights"),
+        ("./sub", "dir", None),
+        ("./sub/export.json", "file", b"{}"),
+        ("./link", "symlink", str(secret)),
+        ("./hard", "hardlink", "model.pt2"),
+        ("./fifo", "fifo", ""),
+        ("./tty", "chardev", ""),
+        ("../escape.txt", "file", b"x"),
+        ("/abs.txt", "file", b"x"),
+        ("./sub/../../up.txt", "file", b"x"),
+        ("./planted", "file", b"overwritten"),
+    ])
+    rep = extract_output(stream, dest, cap=1 << 20, max_entries=100)
+    assert sorted(p.name for p in dest.rglob("*")) == ["export.json", "model.pt2", "planted", "sub"]
+    assert (dest / "model.pt2").read_bytes() == b"weights"
+    assert (dest / "sub" / "export.json").read_bytes() == b"{}"
+    assert secret.read_text() == "host secret"  # the planted link was not written through
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "up.txt").exists()
+    assert rep.files == 2 and rep.bytes == len(b"weights") + 2
+    assert rep.skipped == 8 and rep.over is None
+    (dest / "planted").unlink()
+    for p in dest.rglob("*"):
+        assert p.stat().st_uid == os.getuid()
+        assert (p.stat().st_mode & 0o7777) in (0o644, 0o755)
+
+
+def test_extract_output_stops_at_the_caps(tmp_path):
+    many = [(f"./f{i}", "file", b"") for i in range(50)]
+    rep = extract_output(_tar(many), tmp_path / "a", cap=1 << 20, max_entries=16)
+    assert rep.over and "entries" in rep.over and len(os.listdir(tmp_path / "a")) == 16
+    big = [("./a", "file", b"x" * 1000), ("./b", "file", b"y" * 1000)]
+    rep = extract_output(_tar(big), tmp_path / "b", cap=1500, max_entries=16)
+    assert rep.over and "bytes" in rep.over and os.listdir(tmp_path / "b") == ["a"]
+    sparse = [("./hole", "sparse", 10 << 30)]  # claims 10 GiB
+    rep = extract_output(_tar(sparse), tmp_path / "c", cap=1 << 20, max_entries=16)
+    assert rep.over and os.listdir(tmp_path / "c") == [] and rep.bytes == 0
+

@@ -211,3 +211,13 @@ def test_cpu_image_pip_needs_no_network(client, cpu_image):
         volumes={str(ctx): {"bind": "/ctx", "mode": "ro"}}, tmpfs={"/tmp": "size=64m"},
     )
     assert "Would install" in out and "torch-" in out
+
+
+@pytest.mark.docker
+def test_cpu_image_has_what_the_keeper_and_the_copy_of_out_need(client, cpu_image):
+    """PID 1 of every run is the keeper (python3 -I -S, harness/container_spec.py), and /out is copied out
+    with `sh -c 'stat -f ...; tar ... | head -c N'` (harness/backends/docker.py): the image must carry them."""
+    out = _run(client, cpu_image, ["sh", "-c", "for t in python3 tar head stat; do command -v $t; done; "
+                                               "python3 -I -S -c 'import ctypes, os; print(hasattr(os, \"posix_spawnp\"))'"])
+    lines = out.split()
+    assert len(lines) == 5 and lines[-1] == "True", out

@@ -70,7 +70,12 @@ class ProcessOutcome:
     log_truncated: bool
     image: str | None = None  # image id (docker)
     image_tag: str | None = None
-    kill_reason: str | None = None  # why the harness killed the run: "timeout", "output_limit", "cancelled"
+    # Why the run was ended early: "timeout", "cancelled", or "output_limit" (docker: its /out, a tmpfs
+    # capped at limits.output, was found full when copied out: writes past the cap had failed with ENOSPC).
+    kill_reason: str | None = None
+    runtime: str | None = None  # docker: the OCI runtime the container ran under ("runc", "runsc", ...)
+    runtime_version: str | None = None  # docker: that runtime's version line ("runsc version 0.0~20221219.0")
+    output_bytes: int | None = None  # docker: bytes copied from the container's /out to run_dir/out; None: not copied
 
 
 def visible_data_dir(request: RunRequest) -> Path:

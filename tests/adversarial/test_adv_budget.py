@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from docker_support import assert_no_leftovers, docker_client, duration, sandbox  # noqa: E402,F401
+from docker_support import RUNTIMES, assert_no_leftovers, docker_client, duration, sandbox  # noqa: E402,F401
 
-pytestmark = pytest.mark.docker
+# Every attack runs under runc and under gVisor (runsc).
+pytestmark = [pytest.mark.docker, pytest.mark.parametrize("sandbox", RUNTIMES, indirect=True)]
 
 TIMEOUT = 3.0
 

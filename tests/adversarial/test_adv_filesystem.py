@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from docker_support import docker_client, sandbox  # noqa: E402,F401
+from docker_support import RUNTIMES, docker_client, sandbox  # noqa: E402,F401
 
 from harness.paths import repo_root  # noqa: E402
 
-pytestmark = pytest.mark.docker
+# Every attack runs under runc and under gVisor (runsc).
+pytestmark = [pytest.mark.docker, pytest.mark.parametrize("sandbox", RUNTIMES, indirect=True)]
 
 
 def result_of(lines: list[str]) -> dict:
@@ -91,7 +92,7 @@ for p in paths:
 listing = {d: sorted(os.listdir(d)) if os.path.isdir(d) else None for d in ["/", "/work", "/fixed", "/data", "/out"]}
 print("RESULT " + json.dumps({"seen": seen, "listing": listing,
       "docker_sock": os.path.exists("/var/run/docker.sock") or os.path.exists("/run/docker.sock"),
-      "pid1": open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode(),
+      "pid1": [a.decode(errors="replace")[:40] for a in open("/proc/1/cmdline", "rb").read().split(b"\0")[:4]],
       "nprocs": len([p for p in os.listdir("/proc") if p.isdigit()])}))
 '''
 
@@ -109,9 +110,14 @@ def test_cannot_read_outside_mounts(sandbox, tmp_path):
     assert res["seen"][str(secret)] is None
     assert res["seen"][str(repo_file)] is None
     assert res["seen"]["/root/.bash_history"] is None
-    # PID 1 is the container's tini: its environment is the container's, with no host path in it
+    # PID 1 is the keeper (the image's python, isolated): its environment, where a runtime lets the run
+    # read it at all (runc does not: it is non-dumpable), is the container's, with no host path and
+    # without the keeper's token in it
     init_env = bytes.fromhex(res["seen"]["/proc/1/environ"] or "").decode(errors="replace")
     assert str(repo_root()) not in init_env and str(tmp_path) not in init_env
+    assert "HARNESS_KEEPER_TOKEN" not in init_env  # moved to a pipe before the run started
+    if sandbox.runtime == "runc":
+        assert res["seen"]["/proc/1/environ"] is None
     shadow = res["seen"]["/etc/shadow"]
     host_shadow = Path("/etc/shadow").read_bytes()[:4096].hex() if Path("/etc/shadow").exists() else None
     assert shadow is None or shadow != host_shadow  # the image's own, unreadable as non-root anyway
@@ -119,8 +125,8 @@ def test_cannot_read_outside_mounts(sandbox, tmp_path):
     assert res["listing"]["/fixed"] == ["prepare.py"]
     assert res["listing"]["/data"] == ["manifest.json", "train", "val"]
     assert not res["docker_sock"]
-    assert res["pid1"].endswith("docker-init") or "init" in res["pid1"]
-    assert res["nprocs"] <= 3  # its own pid namespace: init, python (no host processes)
+    assert res["pid1"][:4] == ["python3", "-I", "-S", "-c"]
+    assert res["nprocs"] <= 3  # its own pid namespace: the keeper, python (no host processes)
 
 
 NET = r'''

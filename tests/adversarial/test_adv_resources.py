@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from docker_support import TEST_LIMITS, docker_client, duration, sandbox, wait_until  # noqa: E402,F401
+from docker_support import RUNTIMES, TEST_LIMITS, docker_client, duration, sandbox, wait_until  # noqa: E402,F401
 
 from harness.backends.docker import dir_usage  # noqa: E402
 from harness.benchmarks import size_bytes  # noqa: E402
 
-pytestmark = pytest.mark.docker
+# Every attack runs under runc and under gVisor (runsc).
+pytestmark = [pytest.mark.docker, pytest.mark.parametrize("sandbox", RUNTIMES, indirect=True)]
 
 
 def result_of(lines: list[str]) -> dict:
@@ -64,14 +65,22 @@ def test_fork_bomb_is_contained(sandbox):
 
     outcome, lines, _ = sandbox.run(FORK_BOMB, limits=limits, hard_timeout_s=4, on_line=on_line,
                                     command=["python3", "-u", "/work/train.py", marker])
-    assert outcome.timed_out is True
-    assert outcome.exit_code == 137  # SIGKILL from the harness
     assert outcome.infra_error is None
-    assert any(line.startswith("fork refused: BlockingIOError") for line in lines)  # the pids cap bit
-    assert 4 <= duration(outcome) < 4 + 6
-    assert seen  # the marker does find the candidate's processes while it runs
-    assert wait_until(lambda: host_processes_with(marker) == [], timeout=5)  # all gone from the host
     assert outcome.log_path.exists()
+    if sandbox.runtime == "runc":
+        assert outcome.timed_out is True
+        assert outcome.exit_code == 137  # SIGKILL at the harness's request
+        assert any(line.startswith("fork refused: BlockingIOError") for line in lines)  # the pids cap bit
+        assert 4 <= duration(outcome) < 4 + 6
+        assert seen  # the marker does find the candidate's processes while it runs
+    else:
+        # gVisor: the run's processes are not host processes, and the pids cgroup counts the sandbox's
+        # host threads (here at least RUNSC_MIN_PIDS): the bomb either gets EAGAIN inside or takes the
+        # whole sandbox down with it (exit 2, before the timeout). Either way it ends, and nothing is left.
+        assert seen == []
+        assert outcome.timed_out or outcome.exit_code not in (0, None)
+        assert duration(outcome) < 4 + 6
+    assert wait_until(lambda: host_processes_with(marker) == [], timeout=5)  # all gone from the host
 
 
 MEMORY_BOMB = r'''
@@ -123,42 +132,103 @@ def test_filling_tmp_and_shm_hits_enospc(sandbox):
 
 
 FILL_OUT = r'''
-import time
+import errno, json, time
 print("filling /out", flush=True)
 n = 0
-with open("/out/fill.bin", "wb") as f:
-    while True:
-        f.write(b"\x00\x01" * (1 << 19))  # 1 MiB
-        f.flush()
-        n += 1
-        if n % 4 == 0:
-            time.sleep(0.05)  # ~80 MB/s: keeps the test light on a shared disk
+try:
+    with open("/out/fill.bin", "wb") as f:
+        while True:
+            f.write(b"\x00\x01" * (1 << 19))  # 1 MiB
+            f.flush()
+            n += 1 << 20
+except OSError as e:
+    print("RESULT " + json.dumps({"written": n, "errno": errno.errorcode.get(e.errno)}), flush=True)
+    raise
 '''
 
 
 def test_filling_output_dir_is_capped(sandbox):
+    # /out is a tmpfs of limits.output: the kernel says ENOSPC at the cap, the harness marks the outcome.
     limits = dataclasses.replace(TEST_LIMITS, output="8m")
     outcome, lines, req = sandbox.run(FILL_OUT, limits=limits, hard_timeout_s=30)
-    assert not outcome.timed_out
-    assert outcome.exit_code == 137
-    assert getattr(outcome, "kill_reason", "output_limit") == "output_limit"
-    log = outcome.log_path.read_text()
-    assert "[harness] output directory passed its limit of 8m" in log
-    assert any("output directory passed its limit" in line for line in lines)
-    used = dir_usage(req.run_dir / "out")
-    # killed within about one poll interval (0.5 s) of passing the cap
-    assert size_bytes("8m") < used < size_bytes("8m") + 80 * (1 << 20)
+    assert not outcome.timed_out and outcome.infra_error is None
+    res = result_of(lines)
+    assert res["errno"] == "ENOSPC"
+    assert res["written"] <= size_bytes("8m")
+    assert outcome.exit_code == 1  # the candidate's own OSError
+    assert outcome.kill_reason == "output_limit"
+    assert "[harness] the output directory reached its limit of 8m" in outcome.log_path.read_text()
+    assert any("output directory reached its limit" in line for line in lines)
+    # what reached the host is what fitted, copied out after the run
+    assert outcome.output_bytes == (req.run_dir / "out" / "fill.bin").stat().st_size <= size_bytes("8m")
+    assert dir_usage(req.run_dir / "out") <= size_bytes("8m") + 64 * 1024
     assert duration(outcome) < 10
 
 
+UNLINKED = r'''
+import errno, json, os, time
+# The attack that beat the old size poll: write into a file that has no name any more.
+f = open("/out/ghost", "wb")
+os.unlink("/out/ghost")
+n = 0
+try:
+    for _ in range(64):  # 64 MiB against an 8 MiB cap
+        f.write(b"\xee" * (1 << 20))
+        f.flush()
+        n += 1 << 20
+    err = None
+except OSError as e:
+    err = errno.errorcode.get(e.errno)
+print("RESULT " + json.dumps({"written": n, "errno": err}), flush=True)
+time.sleep(1)  # keep it (the keeper looks at /out every 0.25 s)
+'''
+
+
+def test_unlinked_file_cannot_pass_the_output_cap(sandbox):
+    limits = dataclasses.replace(TEST_LIMITS, output="8m")
+    outcome, lines, req = sandbox.run(UNLINKED, limits=limits, hard_timeout_s=30)
+    assert outcome.exit_code == 0 and outcome.infra_error is None, lines
+    res = result_of(lines)
+    assert res["errno"] == "ENOSPC"
+    assert res["written"] <= size_bytes("8m")  # not 64 MiB: the cap held for a nameless file too
+    assert outcome.kill_reason == "output_limit"  # the keeper saw /out full
+    assert os.listdir(req.run_dir / "out") == [] and outcome.output_bytes == 0
+
+
 def test_many_small_files_in_output_dir_are_capped(sandbox):
-    """An inode flood: every file costs at least 4 KiB against the cap."""
-    src = "import os\nfor i in range(10**6):\n    open(f'/out/f{i}', 'w').close()\n"
-    limits = dataclasses.replace(TEST_LIMITS, output="4m")
-    outcome, _, req = sandbox.run(src, limits=limits, hard_timeout_s=30)
-    assert outcome.exit_code == 137 and not outcome.timed_out
-    assert "output directory passed its limit" in outcome.log_path.read_text()
-    assert len(os.listdir(req.run_dir / "out")) < 200_000
+    # An inode flood: /out has one inode per 4 KiB of its cap (runc: ENOSPC inside); gVisor ignores
+    # nr_inodes, so the copy out stops at that many entries. Either way the host gets at most 256.
+    src = "import os\nfor i in range(3000):\n    open(f'/out/f{i}', 'w').close()\n"
+    limits = dataclasses.replace(TEST_LIMITS, output="1m")
+    outcome, lines, req = sandbox.run(src, limits=limits, hard_timeout_s=30)
+    assert not outcome.timed_out and outcome.infra_error is None, lines
+    assert outcome.kill_reason == "output_limit"
+    assert "output directory reached its limit of 1m" in outcome.log_path.read_text()
+    assert len(os.listdir(req.run_dir / "out")) <= size_bytes("1m") // 4096
+    if sandbox.runtime == "runc":
+        assert outcome.exit_code == 1  # ENOSPC stopped it inside
+        assert "No space left on device" in outcome.log_path.read_text()
+
+
+TMPFS_IS_MEMORY = r'''
+print("writing", flush=True)
+with open("/out/big", "wb") as f:
+    for _ in range(200):
+        f.write(b"\x5a" * (1 << 20))
+        f.flush()
+print("all written", flush=True)
+'''
+
+
+def test_output_tmpfs_is_charged_to_the_memory_limit(sandbox):
+    # 200 MiB into a 512 MiB /out of a 96 MiB container: the memory cgroup stops it, not the disk.
+    limits = dataclasses.replace(TEST_LIMITS, memory="96m", output="512m")
+    outcome, lines, req = sandbox.run(TMPFS_IS_MEMORY, limits=limits, hard_timeout_s=30)
+    assert "all written" not in lines
+    assert outcome.exit_code not in (0, None)
+    assert outcome.oom_killed or outcome.exit_code in (137, 2), outcome
+    assert not outcome.timed_out and outcome.infra_error is None
+    assert dir_usage(req.run_dir / "out") < size_bytes("128m")
 
 
 FLOOD = r'''
