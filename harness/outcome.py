@@ -32,7 +32,7 @@ def decide(outcome: ProcessOutcome, log_text: str, summary: Summary | None, hard
         return Verdict("timeout", f"killed by the harness at the hard timeout ({hard_timeout_s:g} s)",
                        traceback_tail(log_text))
     if outcome.kill_reason == "output_limit":
-        return Verdict("crash", "killed by the harness: the output directory passed its size limit",
+        return Verdict("crash", "the output directory filled up (limits.output): writes past it failed with ENOSPC",
                        traceback_tail(log_text))
     if outcome.oom_killed or (outcome.exit_code not in (0, None) and saw_oom(log_text)):
         why = "killed by the kernel's OOM killer" if outcome.oom_killed else "out of memory"

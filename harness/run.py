@@ -375,6 +375,9 @@ def build_result(request: RunRequest, outcome: ProcessOutcome, watcher: _Watcher
     image = {"id": outcome.image, "tag": outcome.image_tag} if outcome.image or outcome.image_tag else None
     prov = build_provenance(train_py=original, description=description, bench=request.benchmark, cache=cache,
                             seed=seed, backend=outcome.backend, image=image, fixed_dir=request.fixed_dir)
+    runtime = getattr(outcome, "runtime", None)
+    if runtime:  # the container runtime (runc, runsc) and its version, as the backend found them
+        prov["runtime"] = {"name": runtime, "version": getattr(outcome, "runtime_version", None)}
     return RunResult(
         run_id=request.run_id, status=verdict.status, reason=verdict.reason,
         trust="self-reported" if outcome.isolated else "unisolated",
