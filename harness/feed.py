@@ -16,7 +16,6 @@ Each connection is one dataloader with its own stream, as make_dataloader is loc
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import threading
@@ -67,19 +66,9 @@ class FeedServer:
 
     def start(self) -> "FeedServer":
         self.sock_dir.mkdir(parents=True, exist_ok=True)
-        cwd = os.getcwd()
-        os.chdir(self.sock_dir)  # a Unix socket address holds 108 bytes; bind from its folder
-        try:
-            try:
-                os.unlink(SOCKET_NAME)
-            except FileNotFoundError:
-                pass
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(SOCKET_NAME)
-            os.chmod(SOCKET_NAME, 0o666)  # the run's user connects; the folder is read-only for it
-        finally:
-            os.chdir(cwd)
-        listener.listen(8)
+        # The scorer's socket helper: binds from the socket's folder (an address holds 108 bytes) and
+        # opens the socket to the run's user (the folder itself is read-only for the run).
+        listener = load_fixed_module("wire").listen(str(self.path), backlog=8)
         listener.settimeout(0.2)
         self._listener = listener
         t = threading.Thread(target=self._accept, name="harness-feed", daemon=True)
