@@ -59,9 +59,12 @@ EXTRA_OPS = frozenset("""
     scalar_tensor relu6 hardtanh mish instance_norm batch_norm dropout transpose swapaxes swapdims movedim
     narrow tensor_split new_zeros new_ones new_full new_empty masked_fill stack clamp_min clamp_max zeros
     ones baddbmm std var_mean norm linalg_vector_norm all lerp addcmul addcdiv unfold pad conv1d
+    polar view_as_complex view_as_real complex
 """.split())
-# Never: reads or writes files, or state outside the graph.
-DENY_OPS = frozenset("from_file save load _local_scalar_dense_ print set_ resize_ copy_".split())
+# Never: reads or writes files or state outside the graph; or returns uninitialized memory, which on CPU
+# still holds the previous call's tensors (a "pure" graph could remember its last input through it).
+DENY_OPS = frozenset("""from_file save load _local_scalar_dense_ print set_ resize_ copy_ empty empty_like
+    empty_strided new_empty new_empty_strided empty_permuted""".split())
 # Seeded ops allowed only without randomness (their dropout probability is 0 or training is off).
 SEEDED_OK = {"scaled_dot_product_attention": ("dropout_p", 0.0), "dropout": ("train", False)}
 # Python operators on symbolic sizes.
@@ -146,6 +149,17 @@ def operator_problem(target, node_inputs=()):
     return None
 
 
+# Names that FX pastes into the Python source it generates for the loaded module.
+_NAME_KEYS = frozenset({"parameter_name", "buffer_name", "tensor_constant_name", "custom_obj_name", "token_name",
+                        "fqn", "user_input_name", "user_output_name", "input_name", "output_name"})
+
+
+def _plain_dotted(value):
+    """a.b.c with each part an identifier that is neither a keyword nor a dunder: safe inside generated code."""
+    return bool(_DOTTED.fullmatch(value)) and all(
+        part and not part.startswith("__") and not keyword.iskeyword(part) for part in value.split("."))
+
+
 def _walk(value, path=""):
     """(path, key, value) for every dict entry of a JSON document."""
     if isinstance(value, dict):
@@ -171,7 +185,16 @@ def check_graph(doc):
     if graph.get("custom_obj_values"):
         problems.append("models/model.json: custom objects (torchbind) are refused")
     for where, key, value in _walk(doc):
-        if key in ("as_graph", "as_graphs"):
+        if isinstance(value, str) and "__enum__" in value:  # treespec contexts: json object_hook imports it
+            problems.append(f"models/model.json{where}.{key}: an __enum__ hook is refused (it imports and calls)")
+        elif key == "forward_arg_names" and (not isinstance(value, list) or not all(
+                isinstance(v, str) and _plain_dotted(v) and "." not in v for v in value)):
+            problems.append(f"models/model.json{where}: forward_arg_names {str(value)[:80]!r} are not plain identifiers")
+        elif key in _NAME_KEYS and isinstance(value, str) and value and not _plain_dotted(value):
+            problems.append(f"models/model.json{where}: {key} {value[:80]!r} is not a plain dotted name")
+        elif key == "as_operator" and isinstance(value, str) and operator_problem(value):
+            problems.append(f"models/model.json{where}: {operator_problem(value)}")
+        elif key in ("as_graph", "as_graphs"):
             problems.append(f"models/model.json{where}: a subgraph (higher-order op) is refused")
         elif key == "expr_str" and not (isinstance(value, str) and _sympy_expr_ok(value)):
             problems.append(f"models/model.json{where}: symbolic expression {str(value)[:80]!r} is not plain sympy")
@@ -201,6 +224,9 @@ def _check_tensor_config(doc, kind, prefix, names):
     if not isinstance(config, dict):
         return [f"{kind} config: not a mapping"]
     for fqn, entry in config.items():
+        if not _plain_dotted(fqn):
+            problems.append(f"{kind} {fqn[:80]!r}: not a plain dotted name")
+            continue
         if not isinstance(entry, dict):
             problems.append(f"{kind} config entry {fqn!r}: not a mapping")
             continue

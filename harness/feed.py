@@ -29,8 +29,11 @@ from harness.fixedcode import load_fixed_module
 REQUEST = struct.Struct("<III")
 ANSWER = struct.Struct("<II")
 SOCKET_NAME = "feed.sock"
-MAX_ROWS = 1 << 16  # rows per request
-MAX_T = 1 << 17
+MAX_ROWS = 1 << 12  # rows per request
+MAX_T = 1 << 16
+MAX_TOKENS = 1 << 24  # per request: 16 M tokens (a climbmix batch is 64 x 2048 = 131 k)
+MAX_BUFFER = 1 << 16  # best-fit buffer size (autoresearch uses 1000)
+MAX_CONNECTIONS = 4  # dataloaders per run; more are refused (each holds a stream in the harness)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,10 @@ class FeedServer:
                 return
             with self._lock:
                 self._connections += 1
+                refused = self._connections > MAX_CONNECTIONS
+            if refused:
+                conn.close()
+                continue
             t = threading.Thread(target=self._serve, args=(conn,), name="harness-feed-conn", daemon=True)
             t.start()
             self._threads.append(t)
@@ -139,11 +146,14 @@ class FeedServer:
                 if head is None:
                     return
                 B, T, buffer_size = REQUEST.unpack(head)
-                if not (1 <= B <= MAX_ROWS and 1 <= T <= MAX_T and 1 <= buffer_size <= 1 << 20):
-                    return  # a malformed request ends this connection, nothing else
-                if stream_key != (T, buffer_size):
+                if not (1 <= B <= MAX_ROWS and 1 <= T <= MAX_T and B * T <= MAX_TOKENS
+                        and 1 <= buffer_size <= MAX_BUFFER):
+                    return  # a malformed or oversized request ends this connection, nothing else
+                if stream is None:
                     stream = self._prepare._RowStream(self.data_dir, self.shards, buffer_size)
                     stream_key = (T, buffer_size)
+                elif stream_key != (T, buffer_size):
+                    return  # one dataloader per connection, as locally
                 rows = stream.next_rows(B, T).astype(self._prepare.TOKEN_DTYPE)
                 now = time.time()
                 with self._lock:

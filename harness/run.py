@@ -121,8 +121,8 @@ class _Watcher:
 
     def __call__(self, line: str) -> None:
         now = time.time()
-        if line.startswith("calibration "):
-            self.calibrated_at = now
+        if line.startswith("calibration ") and self.calibrated_at is None and self.first_train_output_at is None:
+            self.calibrated_at = now  # only fixed/calibrate.py's own line, before train.py said anything
         elif self.first_train_output_at is None:
             self.first_train_output_at = now
         if line.startswith("progress"):

@@ -120,3 +120,37 @@ def test_the_train_split_is_not_in_the_run(env, tiny_bench, tmp_path):
     r = run(tmp_path, tiny_bench, probe + TOY)
     assert "train visible: False" in open(r.log_path).read()
     assert r.status == "ok"
+
+
+FORGES_CALIBRATION = "import time\nfor _ in range(15):\n    print('calibration {}', flush=True)\n    time.sleep(1)\n" + TOY
+
+
+def test_printing_calibration_lines_does_not_move_the_start(env, tiny_bench, tmp_path):
+    r = run(tmp_path, tiny_bench, FORGES_CALIBRATION, startup_s=2)
+    assert r.status == "timeout" and "over_budget" in r.flags, (r.status, r.reason, r.clock)
+
+
+def test_the_feed_refuses_oversized_requests_and_extra_connections(tiny_cache, tmp_path):
+    import socket
+    import struct
+
+    from harness.feed import MAX_CONNECTIONS, FeedServer
+
+    with FeedServer(tiny_cache.data_dir, tiny_cache.manifest, tmp_path / "feed") as feed:
+        def ask(B, T):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(feed.path))
+            s.sendall(struct.pack("<III", B, T, 1000))
+            s.settimeout(5)
+            try:
+                return s.recv(8)
+            except (socket.timeout, OSError):
+                return b""
+            finally:
+                s.close()
+        assert len(ask(2, 16)) == 8
+        assert ask(4096, 1 << 16) == b""  # 268 M tokens in one request: the connection is closed
+        for _ in range(MAX_CONNECTIONS):
+            ask(1, 8)
+        assert ask(1, 8) == b""  # past the per-run connection cap
+        assert feed.stats().tokens < 1 << 20

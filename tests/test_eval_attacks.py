@@ -309,3 +309,29 @@ def test_a_server_that_dies_before_connecting_ends_the_evaluation_quickly(honest
     result = run_evaluator(train, tiny_bench, LocalBackend(), requests=(scorer, servers))
     assert time.time() - t0 < 90  # not the scorer's 240 s wait for a server that will never come
     assert not result["ok"] and result["server_lost"] and "crashing at start" in result["error"]
+
+
+def _enum_hook_in_out_spec(d):
+    sig = d["graph_module"]["module_call_graph"][0]["signature"]
+    ctx = json.dumps({"__enum__": True, "fqn": "ctypes:cdll", "name": "/mnt/export/evil.so"})
+    sig["out_spec"] = json.dumps([1, {"type": "builtins.tuple", "context": ctx,
+                                      "children_spec": [{"type": None, "context": None, "children_spec": []}]}])
+
+
+def _code_in_a_parameter_name(d):
+    spec = next(s for s in d["graph_module"]["signature"]["input_specs"] if "parameter" in s)
+    spec["parameter"]["parameter_name"] = '"+str(__import__("os").getpid())+"'
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (_enum_hook_in_out_spec, "__enum__"),  # treespec json's object_hook imports and calls (dlopen via ctypes)
+    (_code_in_a_parameter_name, "plain dotted name"),  # FX pastes it into generated Python source
+    (lambda d: d["graph_module"]["module_call_graph"][0]["signature"].__setitem__(
+        "forward_arg_names", ["idx=__import__('os').getpid()"]), "forward_arg_names"),
+    (lambda d: d["graph_module"]["graph"]["nodes"][0].__setitem__("target", "torch.ops.aten.new_empty.default"),
+     "touches files"),  # uninitialized memory would let a "pure" graph remember its last input
+])
+def test_code_paths_in_the_loader_itself_are_refused(honest_export, tmp_path, edit, expect):
+    evil = with_graph(honest_export[0], tmp_path / "evil.pt2", edit)
+    problems = archive_check.check_archive(evil)
+    assert problems and any(expect in p for p in problems), problems
