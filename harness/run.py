@@ -189,7 +189,7 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     limits = ClockLimits.of(budget, bench.clock)
     t0 = time.time()
     feed.start()
-    guard = _ClockGuard(feed, limits, request, watcher, t0, check_tail=opts.verified)
+    guard = _ClockGuard(feed, limits, request, watcher, t0, check_tail=opts.verified, calibrated=opts.calibrate)
     guard.start()
     try:
         outcome = backend.execute(request, watcher)
@@ -231,16 +231,17 @@ class _ClockGuard:
     clock's limits, so an over-long run cannot keep the machine until its hard timeout."""
 
     def __init__(self, feed: FeedServer, limits: ClockLimits, request: RunRequest, watcher: "_Watcher",
-                 t0: float, check_tail: bool):
+                 t0: float, check_tail: bool, calibrated: bool):
         self.feed, self.limits, self.request, self.watcher, self.t0 = feed, limits, request, watcher, t0
-        self.check_tail = check_tail
+        self.check_tail, self.calibrated = check_tail, calibrated
         self.killed: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harness-clock", daemon=True)
 
     def start_at(self) -> float:
-        """Where the candidate's time starts: after the calibration, when one ran first."""
-        return self.watcher.calibrated_at or self.t0
+        """Where the candidate's time starts: after the calibration, when one ran first (without one, a
+        'calibration' line can only be train.py's own, and moves nothing)."""
+        return (self.watcher.calibrated_at if self.calibrated else None) or self.t0
 
     def start(self) -> None:
         self._thread.start()

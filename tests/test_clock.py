@@ -139,10 +139,10 @@ def test_the_feed_refuses_oversized_requests_and_extra_connections(tiny_cache, t
     with FeedServer(tiny_cache.data_dir, tiny_cache.manifest, tmp_path / "feed") as feed:
         def ask(B, T):
             s = socket.socket(socket.AF_UNIX)
-            s.connect(str(feed.path))
-            s.sendall(struct.pack("<III", B, T, 1000))
-            s.settimeout(5)
-            try:
+            try:  # a refused connection may already be closed when the request goes out
+                s.connect(str(feed.path))
+                s.sendall(struct.pack("<III", B, T, 1000))
+                s.settimeout(5)
                 return s.recv(8)
             except (socket.timeout, OSError):
                 return b""
@@ -154,3 +154,12 @@ def test_the_feed_refuses_oversized_requests_and_extra_connections(tiny_cache, t
             ask(1, 8)
         assert ask(1, 8) == b""  # past the per-run connection cap
         assert feed.stats().tokens < 1 << 20
+
+
+LATE_FORGED_CALIBRATION = "import time\ntime.sleep(10)\nprint('calibration {}', flush=True)\n" + TOY
+
+
+def test_without_a_calibration_a_calibration_line_moves_nothing(env, tiny_bench, tmp_path):
+    # No calibrate.py ran, so train.py's own first line must not become the start of its clock.
+    r = run(tmp_path, tiny_bench, LATE_FORGED_CALIBRATION, startup_s=5)
+    assert r.status == "timeout" and "over_budget" in r.flags, (r.status, r.reason, r.clock)
