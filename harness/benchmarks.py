@@ -56,6 +56,7 @@ class Benchmark:
     significance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SIGNIFICANCE))
     eval_timeout_s: float = 600.0
     clock: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CLOCK))
+    runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the daemon's default
 
     def data_config(self) -> dict[str, Any]:
         """What fixed/prepare.py needs to build the cache; its hash identifies the cache."""
@@ -79,6 +80,7 @@ class Benchmark:
             "hard_timeout_s": self.hard_timeout_s,
             "model_hint": dict(self.model_hint),
             "allowed_imports": list(self.allowed_imports),
+            "runtime": self.runtime,
         }
 
 
@@ -133,6 +135,7 @@ def parse_benchmarks(doc: Any, source: str = "benchmarks.yaml") -> dict[str, Ben
             significance={**DEFAULT_SIGNIFICANCE, **b.get("significance", {})},
             eval_timeout_s=float(b.get("eval_timeout_s", 600.0)),
             clock={**DEFAULT_CLOCK, **b.get("clock", {})},
+            runtime=b.get("runtime") or None,
         )
     return out
 

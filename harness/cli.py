@@ -168,6 +168,11 @@ def validate(train_py: Path = typer.Argument(..., help="The candidate train.py."
     raise typer.Exit(0 if report.ok else 1)
 
 
+RuntimeOpt = typer.Option(None, "--runtime", help="The docker backend's container runtime by its name in "
+                          "dockerd's config (runsc: gVisor); default: the benchmark's `runtime:`, else the daemon's "
+                          "default. One the daemon lacks fails the run (infra_error), never falls back.")
+
+
 @app.command()
 def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
         benchmark: str = BenchOpt,
@@ -177,6 +182,7 @@ def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
         runs_dir: Optional[Path] = typer.Option(None, help="Where run folders go (default ./runs or HARNESS_RUNS_DIR)."),
         show_output: bool = typer.Option(False, "--show-output", help="Echo the run's output lines."),
         no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
+        runtime: Optional[str] = RuntimeOpt,
         as_json: bool = JsonOpt) -> None:
     """Run a candidate once and print its score card (exit 1 unless the status is ok)."""
     from harness.data import DataError
@@ -186,7 +192,7 @@ def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
 
     bench = bench_or_exit(benchmark)
     opts = RunOptions(benchmark=bench, backend=backend, budget_s=budget, seed=seed, runs_dir=runs_dir,
-                      calibrate=not no_calibrate)
+                      calibrate=not no_calibrate, runtime=runtime)
     try:
         with sigterm_as_interrupt():
             result = execute_run(train_py, opts, on_event=RunDisplay(err, show_lines=show_output))
@@ -230,6 +236,7 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
            tsv: Optional[Path] = typer.Option(None, "--tsv", help="Append the results.tsv row to this file "
                                               "(default: results.tsv at the root of the git repository holding "
                                               "the current directory; none outside git)."),
+           runtime: Optional[str] = RuntimeOpt,
            as_json: bool = JsonOpt) -> None:
     """Validate, run with harness-chosen seeds, verify, normalize, store; print keep or discard.
 
@@ -242,7 +249,8 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
     if tsv is not None and tsv.is_dir():
         fail(f"--tsv {tsv}: is a directory; give the path of the results.tsv file to append to")
     opts = _submit_options(bench, seeds=seeds, description=message, backend=backend, verified=not compat,
-                           budget_s=budget, results_dir=results, calibrate=not no_calibrate, tsv_path=tsv)
+                           budget_s=budget, results_dir=results, calibrate=not no_calibrate, tsv_path=tsv,
+                           runtime=runtime)
     with sigterm_as_interrupt(), setup_errors():
         report = do_submit(train_py, opts, on_event=RunDisplay(err))
     if as_json:
@@ -263,13 +271,16 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
 @app.command()
 def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (runs/<run id>)."),
           backend: str = typer.Option("auto", help="Where the evaluator runs."),
+          runtime: Optional[str] = typer.Option(None, "--runtime", help="The model servers' container runtime "
+                                                "(runsc: gVisor); default: the one the run recorded, else the "
+                                                "benchmark's."),
           results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Re-score a finished verified run from its exported model with the fixed evaluator."""
     from harness import paths
     from harness.data import DataError, cache_info
     from harness.result import write_json_atomic
     from harness.hw.context import HardwareError, detect_hardware
-    from harness.run import default_image, make_backend
+    from harness.run import RunError, chosen_runtime, default_image, make_backend
     from harness.scorecard import score_card
     from harness.store import ResultStore
     from harness.verify import RescoreError, rescore
@@ -280,8 +291,13 @@ def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (run
         # The image the run used (a GPU run's exported program needs the CUDA image).
         image = ((doc["provenance"].get("image") or {}).get("tag")
                  or default_image(detect_hardware((((doc.get("hardware") or {}).get("gpu")) or {}).get("uuid"))))
-        result = rescore(run_dir, bench, make_backend(backend, image), cache_info(bench).data_dir, paths.fixed_dir())
-    except (OSError, ValueError, KeyError, RescoreError, DataError, HardwareError) as e:
+        recorded = ((doc["provenance"].get("runtime") or {}).get("name"))
+        if recorded == "runc":
+            recorded = None  # the daemon's default, as the run had it
+        runtime = chosen_runtime(runtime or recorded, bench)
+        result = rescore(run_dir, bench, make_backend(backend, image, runtime), cache_info(bench).data_dir,
+                         paths.fixed_dir())
+    except (OSError, ValueError, KeyError, RescoreError, DataError, HardwareError, RunError) as e:
         fail(str(e))
     if result.status in ("infra_error", "aborted"):  # the evaluator never ran: keep the record as it was
         fail(f"re-scoring did not run: {result.reason}")
@@ -383,13 +399,14 @@ def noise(train_py: Path = typer.Argument(BASELINE_DEFAULT, help="The submission
           benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number of runs with fresh seeds."),
           backend: str = typer.Option("auto"), budget: Optional[float] = typer.Option(None),
           include_flagged: bool = typer.Option(False, "--include-flagged"),
+          runtime: Optional[str] = RuntimeOpt,
           results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Measure a submission's run-to-run spread on this machine's GPU class."""
     from harness.baseline import measure_noise
     from harness.display import RunDisplay
 
     bench = bench_or_exit(benchmark)
-    opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results)
+    opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results, runtime=runtime)
     with sigterm_as_interrupt(), setup_errors():
         report = measure_noise(train_py, opts, runs, include_flagged, RunDisplay(err))
     _print_spread(report, as_json)
@@ -417,13 +434,15 @@ def baseline(benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number
              backend: str = typer.Option("auto"), budget: Optional[float] = typer.Option(None),
              baselines: Optional[Path] = typer.Option(None, help="Baselines file (default results/baselines.json)."),
              include_flagged: bool = typer.Option(False, "--include-flagged"),
+             runtime: Optional[str] = RuntimeOpt,
              results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Run the reference submission N times on this machine's class and record the class baseline."""
     from harness.baseline import run_baseline
     from harness.display import RunDisplay
 
     bench = bench_or_exit(benchmark)
-    opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results, baselines_path=baselines)
+    opts = _submit_options(bench, backend=backend, budget_s=budget, results_dir=results, baselines_path=baselines,
+                           runtime=runtime)
     with sigterm_as_interrupt(), setup_errors():
         report = run_baseline(opts, runs, include_flagged, RunDisplay(err))
     _print_spread(report, as_json)

@@ -58,6 +58,7 @@ class RunOptions:
     nvml_module: Any = None  # tests pass a fake pynvml; None: the real one
     verified: bool = False  # train without val, export the model, score it with fixed code elsewhere
     results_dir: Path | None = None  # the store a submit writes to: a recovered run is recorded there too
+    runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
 
 
 def new_run_id() -> str:
@@ -69,8 +70,13 @@ def choose_seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbelow(2**31 - 1)
 
 
-def make_backend(name: str, image: str | None = None) -> Backend:
+def make_backend(name: str, image: str | None = None, runtime: str | None = None) -> Backend:
+    """The backend by name. runtime (e.g. runsc) needs Docker: asking for it fails closed, never falls
+    back to a process on the host or to the daemon's default runtime."""
     if name == "local":
+        if runtime:
+            raise RunError(f"runtime {runtime!r} needs the docker backend: the local backend runs train.py as a "
+                           "plain process on this host (use --backend docker, or drop the runtime)")
         from harness.backends.local import LocalBackend
 
         return LocalBackend()
@@ -78,13 +84,21 @@ def make_backend(name: str, image: str | None = None) -> Backend:
         try:
             from harness.backends import docker as docker_backend
         except ImportError as e:
-            if name == "docker":
+            if name == "docker" or runtime:
                 raise RunError(f"the docker backend is unavailable: {e}") from None
             return make_backend("local")
-        if name == "auto" and not docker_backend.docker_available():
+        if name == "auto" and not runtime and not docker_backend.docker_available():
             return make_backend("local")
-        return docker_backend.DockerBackend(image=image) if image else docker_backend.DockerBackend()
+        kw: dict[str, Any] = {"runtime": runtime}
+        if image:
+            kw["image"] = image
+        return docker_backend.DockerBackend(**kw)
     raise RunError(f"unknown backend {name!r}: use local, docker or auto")
+
+
+def chosen_runtime(asked: str | None, bench: Benchmark) -> str | None:
+    """--runtime if given, else the benchmark's `runtime:` setting, else the daemon's default (None)."""
+    return asked or bench.runtime or None
 
 
 def default_image(hw: HardwareContext) -> str:
@@ -155,7 +169,8 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
         raise RunError(f"{train_py}: no such file")
     cache = cache or cache_info(bench, opts.data_dir)
     hw = opts.hardware or detect_hardware(opts.gpu, opts.nvml_module)
-    backend = backend or make_backend(opts.backend, opts.image or default_image(hw))
+    backend = backend or make_backend(opts.backend, opts.image or default_image(hw),
+                                      chosen_runtime(opts.runtime, bench))
     seed = choose_seed(opts.seed)
     budget = float(opts.budget_s if opts.budget_s is not None else bench.time_budget_s)
     # A shorter budget shortens the hard timeout with it, keeping the benchmark's margin for startup and eval.

@@ -159,6 +159,9 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend,
     result["log_path"] = str(outcome.log_path)
     result["server_logs"] = [str(req.run_dir / "log.txt") for req in servers]
     result["backend"] = outcome.backend
+    # The runtime each container of the evaluation ran under (scorer and both model servers), as started.
+    result["runtimes"] = sorted({o.runtime for o in [outcome, *outcomes.values()]
+                                 if isinstance(o, ProcessOutcome) and getattr(o, "runtime", None)})
     result["infra_error"] = outcome.infra_error or (server_infra[0] if server_infra and not result.get("ok") else None)
     result["aborted"] = outcome.aborted
     return result

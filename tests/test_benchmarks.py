@@ -41,6 +41,8 @@ def broken(path: list[str], value) -> dict:
     (["benchmarks", "tiny", "eval_tokens"], 1000, "benchmark 'tiny', field 'eval_tokens'"),
     (["benchmarks", "tiny", "hard_timeout_s"], 30, "benchmark 'tiny', field 'hard_timeout_s'"),
     (["benchmarks", "tiny", "allowed_imports"], ["torch"], "benchmark 'tiny', field 'allowed_imports'"),
+    (["benchmarks", "tiny", "runtime"], "runsc --root=/", "benchmark 'tiny', field 'runtime'"),
+    (["benchmarks", "tiny", "runtime"], 3, "benchmark 'tiny', field 'runtime'"),
 ])
 def test_bad_fields_are_named(path, value, expect):
     with pytest.raises(BenchmarkError) as e:
@@ -74,3 +76,13 @@ def test_size_bytes():
     assert size_bytes("6g") == 6 << 30 and size_bytes("256m") == 256 << 20
     with pytest.raises(BenchmarkError):
         size_bytes("6 GB")
+
+
+def test_runtime_setting_defaults_to_the_daemons_and_is_read():
+    assert load_benchmarks()["tiny"].runtime is None  # shipped: dockerd's default (runc)
+    doc = broken(["benchmarks", "tiny", "runtime"], "runsc")
+    assert parse_benchmarks(doc)["tiny"].runtime == "runsc"
+    assert parse_benchmarks(doc)["tiny"].to_dict()["runtime"] == "runsc"
+    doc = copy.deepcopy(DOC)
+    del doc["benchmarks"]["tiny"]["runtime"]
+    assert parse_benchmarks(doc)["tiny"].runtime is None

@@ -63,3 +63,32 @@ def test_cli_run_uses_a_container_by_default_and_names_the_image(env):
     assert doc["provenance"]["image"]["tag"] == "harness-cpu:latest"
     text = CliRunner().invoke(app, ["run", str(TOY), "--budget", "2", "--no-calibrate"]).output
     assert "backend docker · image harness-cpu:latest sha256:" in text
+
+
+@pytest.mark.docker
+def test_a_benchmarks_runtime_puts_every_container_under_gvisor(env, tmp_path, monkeypatch):
+    # benchmarks.yaml `runtime: runsc`: training, scorer and both model servers run under gVisor.
+    import yaml
+
+    doc = yaml.safe_load((REPO / "benchmarks.yaml").read_text())
+    doc["benchmarks"]["tiny"]["runtime"] = "runsc"
+    (tmp_path / "benchmarks.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path / "benchmarks.yaml"))
+    out = CliRunner().invoke(app, ["submit", str(TOY), "--seeds", "1", "--budget", "2", "--no-calibrate",
+                                   "--json"])
+    assert out.exit_code in (0, 1), out.output
+    r = json.loads(Path(json.loads(out.stdout)["records"][0]).read_text())
+    assert r["status"] == "ok" and r["trust"] == "verified", r["reason"]
+    assert r["provenance"]["runtime"]["name"] == "runsc"
+    assert r["provenance"]["runtime"]["version"].startswith("runsc version ")
+    assert r["evaluation"]["evaluator"]["runtimes"] == ["runsc"]
+
+
+@pytest.mark.docker
+def test_an_unknown_runtime_on_the_command_line_is_infra_error(env):
+    out = CliRunner().invoke(app, ["run", str(TOY), "--budget", "2", "--no-calibrate", "--runtime", "nosuch",
+                                   "--json"])
+    assert out.exit_code == 1, out.output
+    doc = json.loads(out.stdout)
+    assert doc["status"] == "infra_error" and "'nosuch' is not registered with dockerd" in doc["reason"]
+    assert doc["trust"] != "verified"

@@ -172,3 +172,21 @@ def test_gpu_path_with_fake_nvml(tiny_bench, tiny_cache, tmp_path):
     summary = r.telemetry["summary"]
     assert summary["sample_count"] > 0 and Path(r.telemetry["series"]).is_file()
     assert "throttled" in r.flags
+
+
+def test_a_runtime_never_falls_back_to_a_host_process(cli_env, tmp_path, monkeypatch):
+    # Asked on the command line: the local backend cannot honour it, so nothing runs (exit 2, no run folder).
+    for cmd in (["run", str(TOY)], ["submit", str(TOY), "--seeds", "1"]):
+        result = CliRunner().invoke(app, [*cmd, "--backend", "local", "--runtime", "runsc", "--budget", "2"])
+        assert result.exit_code == 2, result.output
+        assert "runtime 'runsc' needs the docker backend" in result.output
+    assert not (cli_env / "runs").exists() or not any((cli_env / "runs").iterdir())
+    # Asked by the benchmark (benchmarks.yaml `runtime: runsc`): the same refusal.
+    import yaml
+
+    doc = yaml.safe_load((REPO / "benchmarks.yaml").read_text())
+    doc["benchmarks"]["tiny"]["runtime"] = "runsc"
+    (tmp_path / "benchmarks.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path / "benchmarks.yaml"))
+    result = CliRunner().invoke(app, ["run", str(TOY), "--backend", "local", "--budget", "2"])
+    assert result.exit_code == 2 and "runtime 'runsc' needs the docker backend" in result.output
