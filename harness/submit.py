@@ -24,7 +24,7 @@ from harness.hw.normalize import load_baselines
 from harness.sanitize import clean_text
 from harness import paths
 from harness.result import RunResult, write_json_atomic
-from harness.run import RunOptions, default_image, execute_run, make_backend
+from harness.run import RunOptions, chosen_runtime, default_image, execute_run, make_backend
 from harness.stats import Decision, decide, summarize
 from harness.store import ResultStore
 from harness.tsv import append_record, cwd_tsv_path, submission_commit
@@ -58,6 +58,7 @@ class SubmitOptions:
     tsv: bool = True  # append a results.tsv row (where: tsv_target)
     tsv_path: Path | None = None  # --tsv: the row goes here; None: the current directory's repository
     nvml_module: Any = None
+    runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
 
 
 @dataclass
@@ -118,7 +119,7 @@ def run_seeds(train_py: Path, opts: SubmitOptions, n: int, on_event: Event = lam
     bench = opts.benchmark
     cache = cache_info(bench)
     hw = hw or detect_hardware(opts.gpu, opts.nvml_module)  # once: every seed runs on the same device
-    backend = make_backend(opts.backend, default_image(hw))
+    backend = make_backend(opts.backend, default_image(hw), chosen_runtime(opts.runtime, bench))
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     store = ResultStore(opts.results_dir)
     results: list[RunResult] = []
@@ -193,6 +194,10 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
                      if (r.evaluation or {}).get("mode") == "compat")
         decision = Decision(False, f"not verifiable: the model could not be exported ({error}); "
                                    "its self-reported score never counts", None, None)
+    elif counted and len(counted) < len(results):
+        decision = Decision(False, incomplete_reason(results, counted), None, None)
+        for r in counted:  # its lucky seeds must not reach a leaderboard or become a reference either
+            r.flags = sorted(set(r.flags) | {SEEDS_FAILED})
     else:
         decision = decide_keep(scores, reference, float(bench.significance["alpha"]),
                                class_noise_std(baselines_path, bench.name, hw.cls.label))
@@ -215,6 +220,7 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
 
 
 SEED_IGNORED = "seed_ignored"
+SEEDS_FAILED = "seeds_failed"  # a scored run of a submission some of whose other seeds did not count
 SAME_SCORE = 1e-8  # BPB: equal to 8 decimals, orders of magnitude below any class's seed-to-seed spread
 
 
@@ -251,6 +257,18 @@ def counted_runs(results: list[RunResult], verified: bool) -> list[RunResult]:
     for) scored by the fixed evaluator, so a candidate can never opt into a self-reported score."""
     out = [r for r in results if r.status == "ok" and r.val_bpb is not None and "over_budget" not in r.flags]
     return [r for r in out if scored_by_fixed_code(r)] if verified else out
+
+
+def incomplete_reason(results: list[RunResult], counted: list[RunResult]) -> str:
+    """Why a submission with some seeds that did not count is not kept. A candidate that crashes, hangs,
+    overruns or NaNs on the seeds it finds unlucky (it can watch its own training loss) would otherwise
+    be judged on its lucky seeds alone; so every seed must count, whatever made one fail (an
+    infrastructure error included: the decision fails closed, resubmit once it is fixed)."""
+    failed = [(i, r) for i, r in enumerate(results, 1) if r not in counted]
+    what = "; ".join(f"seed {i}: {r.status}" + (f" ({', '.join(r.flags)})" if r.status == "ok" and r.flags else "")
+                     + (f" - {clean_text(r.reason)[:120]}" if r.reason else "") for i, r in failed)
+    return (f"{len(failed)} of {len(results)} seed(s) did not count ({what}): a candidate is kept only when "
+            "every seed scores, so failing on unlucky seeds cannot choose the lucky ones")
 
 
 def decide_keep(scores: list[float], reference: Reference, alpha: float,

@@ -333,3 +333,30 @@ def test_a_candidate_that_fixes_its_own_seed_is_flagged_and_still_counts(tiny_be
     noise = measure_noise(fixed, opts(tiny_bench, env), runs=2)
     assert noise.used == [] and noise.summary is None
     assert all("seed_ignored" in store.get(r.run_id)["flags"] for r in noise.results)
+
+
+UNLUCKY_SEEDS_CRASH = '''import os
+if int(os.environ["HARNESS_SEED"]) % 2:  # an agent that gives up on the seeds it finds unlucky
+    raise SystemExit("unlucky seed")
+'''
+
+
+def test_crashing_on_unlucky_seeds_cannot_choose_the_lucky_ones(tiny_bench, env, monkeypatch):
+    import harness.run
+
+    seeds = iter([2, 3])
+    monkeypatch.setattr(harness.run, "choose_seed", lambda asked: next(seeds))
+    picker = env / "picker.py"
+    picker.write_text(UNLUCKY_SEEDS_CRASH + TOY.read_text())
+    report = submit(picker, opts(tiny_bench, env, seeds=2))
+    lucky, unlucky = report.results
+    assert (lucky.status, lucky.evaluation["mode"], unlucky.status) == ("ok", "verified", "crash")
+    # Alone, the lucky seed would be the first scored submission on this class, so kept; it is not.
+    assert not report.decision.keep
+    assert "1 of 2 seed(s) did not count (seed 2: crash" in report.decision.reason
+    store = ResultStore(env / "results")
+    assert store.get(lucky.run_id)["flags"] == ["seeds_failed"]
+    assert store.get(lucky.run_id)["evaluation"]["decision"] == "discard"
+    # Nothing of it on a leaderboard (the local backend's runs are unisolated: asked for explicitly here).
+    assert store.leaderboard(tiny_bench.name, include_unverified=True) == []
+    assert store.best(tiny_bench.name, include_unverified=True) is None
