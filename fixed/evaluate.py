@@ -62,7 +62,17 @@ class Server:
         kind, length = wire.recv_header(self.sock, deadline)
         if kind != b"HELO":
             raise wire.WireError(f"expected HELO, got {kind!r}")
-        self.hello = wire.recv_json(self.sock, length, deadline)
+        said = wire.recv_json(self.sock, length, deadline)
+        if not isinstance(said, dict):
+            raise wire.WireError("HELO is not a JSON object")
+        # Only the fields the protocol defines, with their types, reach the record: the server is hostile.
+        batch = said.get("batch")
+        self.hello = {"ok": said.get("ok") is True, "invalid": said.get("invalid") is True,
+                      "error": str(said.get("error"))[:4000] if said.get("error") is not None else None,
+                      "batch": batch if isinstance(batch, int) and not isinstance(batch, bool) else None,
+                      "device": str(said.get("device"))[:64] if said.get("device") is not None else None,
+                      "load_s": said.get("load_s") if isinstance(said.get("load_s"), (int, float))
+                      and not isinstance(said.get("load_s"), bool) and math.isfinite(said.get("load_s")) else None}
         return self.hello
 
     def ask(self, x):

@@ -625,14 +625,17 @@ class _FeedStream:
         import struct
 
         self._head, self._answer = struct.Struct("<III"), struct.Struct("<II")
-        folder, name = os.path.split(os.path.abspath(path))
-        cwd = os.getcwd()
+        path, fd = os.path.abspath(path), None
+        if len(os.fsencode(path)) > 107:  # a socket address holds 108 bytes: reach it through its folder's fd
+            folder, name = os.path.split(path)
+            fd = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+            path = "/proc/self/fd/%d/%s" % (fd, name)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            os.chdir(folder)  # a socket address holds 108 bytes: connect from the socket's folder
-            self.sock.connect(name)
+            self.sock.connect(path)
         finally:
-            os.chdir(cwd)
+            if fd is not None:
+                os.close(fd)
         self.request = self._head.pack(B, T, buffer_size)
         self.B, self.T, self.epoch = B, T, 1
         self.sock.sendall(self.request)

@@ -83,40 +83,53 @@ def recv_json(sock, length, deadline=None):
     return doc
 
 
+MAX_ADDRESS = 107  # bytes of a Unix socket path (sun_path holds 108 with the NUL)
+
+
+class _Address:
+    """A socket address for path, without os.chdir (the harness binds from several threads at once):
+    the path itself when it fits, else the same file reached through /proc/self/fd/N of its folder."""
+
+    def __init__(self, path):
+        self.path, self.fd = os.path.abspath(path), None
+        if len(os.fsencode(self.path)) > MAX_ADDRESS:
+            folder, name = os.path.split(self.path)
+            self.fd = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+            self.path = "/proc/self/fd/%d/%s" % (self.fd, name)
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+
+
 def connect(path, wait_s):
     """Connect to the Unix socket at path, waiting up to wait_s for it to appear. The path may be longer
-    than the 108 bytes a socket address holds: the connection is made from the socket's folder."""
-    folder, name = os.path.split(os.path.abspath(path))
+    than the 108 bytes a socket address holds."""
     deadline = time.monotonic() + wait_s
-    cwd = os.getcwd()
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            os.chdir(folder)
-            sock.connect(name)
-            return sock
-        except OSError:
-            sock.close()
-            if time.monotonic() > deadline:
-                raise WireError(f"no scorer listening at {path} after {wait_s:g} s") from None
-            time.sleep(0.05)
-        finally:
-            os.chdir(cwd)
+    with _Address(path) as address:
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(address)
+                return sock
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise WireError(f"no scorer listening at {path} after {wait_s:g} s") from None
+                time.sleep(0.05)
 
 
 def listen(path, backlog=4):
-    folder, name = os.path.split(os.path.abspath(path))
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
+    with _Address(path) as address:
         try:
-            os.unlink(name)
+            os.unlink(address)
         except FileNotFoundError:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(name)
-        os.chmod(name, 0o666)  # a server in another container (same uid by default) connects to it
-    finally:
-        os.chdir(cwd)
+        sock.bind(address)
+        os.chmod(address, 0o666)  # a server in another container (same uid by default) connects to it
     sock.listen(backlog)
     return sock

@@ -95,7 +95,8 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
         reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died during the run; "
                   f"recorded by a later harness command at {died}")
         record["reason"] = reason
-        record["timings"] = {**record.get("timings", {}), "ended_at": time.time()}
+        # When it died is unknown: its last sign of life (the latest write in its folder) stands for the end.
+        record["timings"] = {**record.get("timings", {}), "ended_at": last_sign_of_life(run_dir)}
         record["timings"]["total_s"] = max(0.0, record["timings"]["ended_at"] - record["timings"]["started_at"])
         write_json_atomic(run_dir / "result.json", record)
         if doc.get("results_dir"):
@@ -110,6 +111,17 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
         end(run_dir)
         out.append(Recovered(record["run_id"], run_dir, reason))
     return out
+
+
+def last_sign_of_life(run_dir: Path) -> float:
+    """The latest modification time of anything in the run's folder (its log grows while it runs)."""
+    latest = 0.0
+    for p in [run_dir, *run_dir.rglob("*")]:
+        try:
+            latest = max(latest, p.lstat().st_mtime)
+        except OSError:
+            pass
+    return latest or time.time()
 
 
 def _remove_containers(run_id: str) -> None:

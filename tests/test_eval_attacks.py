@@ -201,7 +201,7 @@ def test_look_ahead_on_a_share_chosen_by_content_is_caught(tiny_cache, tmp_path,
 
 # --- a model server that lies on the wire --------------------------------------------------------
 
-def run_scorer_against(tiny_cache, tmp_path, behave, timeout_s=2.0):
+def run_scorer_against(tiny_cache, tmp_path, behave, timeout_s=2.0, hello=None):
     """The real scorer, and two fake model servers that act out `behave(sock, n_calls)`."""
     sock_path = tmp_path / "sock" / "model.sock"
     sock_path.parent.mkdir()
@@ -215,7 +215,7 @@ def run_scorer_against(tiny_cache, tmp_path, behave, timeout_s=2.0):
     def server():
         try:
             s = wire.connect(str(sock_path), 60)
-            wire.send_json(s, b"HELO", {"ok": True, "batch": None})
+            wire.send_json(s, b"HELO", hello or {"ok": True, "batch": None})
             behave(s)
         except (OSError, wire.WireError):
             pass
@@ -253,6 +253,25 @@ def test_bad_logits_are_refused(tiny_cache, tmp_path, make_logits, field, words)
     code, result, _ = run_scorer_against(tiny_cache, tmp_path, answer_with(make_logits))
     assert code == 1 and result.get(field) and words in result["error"], result
     assert "val_bpb" not in result
+
+
+def test_a_servers_hello_reaches_the_record_only_as_the_protocols_typed_fields(tiny_cache, tmp_path):
+    hello = {"ok": 1, "batch": True, "invalid": "no", "device": "\x1b[2Jcpu" * 40, "load_s": float("nan"),
+             "val_bpb": 0.01, "trust": "verified", "error": None}
+    code, result, _ = run_scorer_against(tiny_cache, tmp_path, answer_with(lambda n, T: (0, torch.zeros(n, T, 512))),
+                                         hello=hello)
+    # "ok": 1 is not the protocol's true: the scorer refuses to score, and keeps none of the extra keys.
+    assert code == 1 and "val_bpb" not in result, result
+    hello["ok"] = True
+    (tmp_path / "again").mkdir()
+    code, result, _ = run_scorer_against(tiny_cache, tmp_path / "again", answer_with(
+        lambda n, T: (0, torch.zeros(n, T, 512))), hello=hello)
+    assert code == 0 and result["ok"], result
+    for said in result["server_hello"]:
+        assert set(said) == {"ok", "invalid", "error", "batch", "device", "load_s"}
+        assert said["batch"] is None and said["invalid"] is False and said["load_s"] is None
+        assert len(said["device"]) == 64
+    assert result["val_bpb"] > 1  # uniform logits: an honest, poor score
 
 
 def test_a_lying_frame_length_is_a_protocol_error(tiny_cache, tmp_path):

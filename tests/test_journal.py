@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import pytest
 from typer.testing import CliRunner
 
 from harness import journal
@@ -96,3 +97,19 @@ def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
     assert journal.owner_alive(doc) is True
     assert journal.owner_alive({**doc, "proc_start": "1"}) is False  # same pid, another process
     assert Path(f"/proc/{doc['pid']}").exists()
+
+
+def test_a_recovered_run_ends_at_its_last_sign_of_life_not_at_the_recovery(tmp_path):
+    run_dir = tmp_path / "20260101-000000-eeeeee"
+    run_dir.mkdir()
+    started = time.time() - 3600
+    journal.begin(run_dir, {"run_id": run_dir.name, "status": "aborted", "timings": {"started_at": started}}, None)
+    doc = json.loads((run_dir / "journal.json").read_text())
+    write_json_atomic(run_dir / "journal.json", {**doc, "pid": 2 ** 22 + 7})  # its harness is gone
+    (run_dir / "log.txt").write_text("step 1\n")
+    for p in (run_dir / "log.txt", run_dir / "journal.json", run_dir):
+        os.utime(p, (started + 120, started + 120))  # the last write, long ago
+    assert [r.run_id for r in journal.recover(tmp_path, remove_containers=False)] == [run_dir.name]
+    timings = json.loads((run_dir / "result.json").read_text())["timings"]
+    assert timings["ended_at"] == pytest.approx(started + 120, abs=1)
+    assert timings["total_s"] == pytest.approx(120, abs=1)
