@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from harness import paths
 from harness.hw.context import detect_hardware
-from harness.hw.normalize import Baselines, add_sample, load_baselines, save_baselines
+from harness.scoring.baselines import Baselines, add_sample, load_baselines, save_baselines
 from harness.result import RunResult, write_json_atomic
-from harness.stats import Sample, summarize
+from harness.scoring.stats import Sample, summarize
 from harness.store import ResultStore
 from harness.submit import SubmitOptions, check_valid, counted_runs, flag_seed_ignored, run_seeds
 

@@ -140,9 +140,9 @@ def bench_telemetry(seconds: float, report: Callable[[str], None]) -> None:
     try:
         o, where = measure_sampler_overhead(seconds), "real NVML"
     except NvmlUnavailable:
-        from harness.hw.telemetry import load_module_from_path
+        from tests.fakes import load_fake_nvml  # the repository's test double: make bench runs in a checkout
 
-        fake = load_module_from_path(str(paths.REPO_ROOT / "tests" / "fakes" / "pynvml.py"))
+        fake = load_fake_nvml()
         o, where = measure_sampler_overhead(seconds, nvml_module=fake), "fake NVML (no GPU here)"
     report(f"telemetry: sampler at {o.interval_s:g}s uses {o.cpu_fraction * 100:.3f}% of a core, {where} "
            f"(goal < {SAMPLER_GOAL * 100:g}%) {'ok' if o.cpu_fraction < SAMPLER_GOAL else 'ABOVE GOAL'}")

@@ -452,7 +452,7 @@ def baseline(benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number
 def baselines_merge(files: list[Path] = typer.Argument(..., help="Baselines files to merge."),
                     output: Path = typer.Option(..., "-o", "--output", help="Where to write the merge.")) -> None:
     """Merge baselines files shared by other labs (samples deduplicated by run id)."""
-    from harness.hw.normalize import BaselineFormatError, Baselines, load_baselines, merge_baselines, save_baselines
+    from harness.scoring.baselines import BaselineFormatError, Baselines, load_baselines, merge_baselines, save_baselines
 
     merged = Baselines()
     try:
@@ -502,7 +502,7 @@ def hw(as_json: bool = JsonOpt,
 def doctor(as_json: bool = JsonOpt) -> None:
     """Check everything a run needs (Docker, NVIDIA runtime, NVML, GPUs, images, data, disk) and how to fix it."""
     from harness import paths
-    from harness.hw.doctor import all_ok, format_checks, run_checks
+    from harness.doctor import all_ok, format_checks, run_checks
 
     benches = load_benchmarks()
     checks = run_checks(image_tags=("harness-cpu:latest", "harness-cuda:latest"),
@@ -521,21 +521,27 @@ app.add_typer(image_app, name="image")
 
 
 @image_app.command("build")
-def image_build(kind: str = typer.Argument(..., help="cpu or cuda."),
+def image_build(kind: str = typer.Argument(..., help="cpu, cuda, or base (the Debian base alone; root + "
+                                           "debootstrap)."),
                 offline: Optional[bool] = typer.Option(None, "--offline/--online",
                                                        help="Offline: no registry, wheels downloaded on the host "
                                                             "(default: offline for cpu, online for cuda)."),
                 base: Optional[str] = typer.Option(None, "--base", help="Base image (offline cuda: "
                                                    "harness-base:bookworm-dev)."),
+                dev: bool = typer.Option(False, "--dev", help="base: the flavour with gcc and python3-dev."),
+                force: bool = typer.Option(False, "--force", help="Ignore the layer cache."),
                 as_json: bool = JsonOpt) -> None:
     """Build and tag a run image and record its id (every result records the image it ran in)."""
-    from harness.images import ImageError, build_image
+    from harness.backends.docker.images import ImageError, build_base, build_image
 
-    if kind not in ("cpu", "cuda"):
-        fail(f"image kind must be cpu or cuda, not {kind!r}")
+    if kind not in ("cpu", "cuda", "base"):
+        fail(f"image kind must be cpu, cuda or base, not {kind!r}")
+    progress = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
     try:
-        info = build_image(kind, offline=offline, base_image=base,
-                           progress=lambda m: err.print(m, markup=False, highlight=False))
+        if kind == "base":
+            info = build_base(dev=dev, progress=progress)
+        else:
+            info = build_image(kind, offline=offline, base_image=base, force=force, progress=progress)
     except ImageError as e:
         fail(str(e), 1)
     if as_json:
@@ -547,7 +553,7 @@ def image_build(kind: str = typer.Argument(..., help="cpu or cuda."),
 @image_app.command("ensure")
 def image_ensure(kind: str = typer.Argument("cpu", help="cpu or cuda.")) -> None:
     """Build the image only when it is missing or its recipe changed."""
-    from harness.images import ImageError, ensure_image
+    from harness.backends.docker.images import ImageError, ensure_image
 
     try:
         info = ensure_image(kind, progress=lambda m: err.print(m, markup=False, highlight=False))
@@ -556,14 +562,40 @@ def image_ensure(kind: str = typer.Argument("cpu", help="cpu or cuda.")) -> None
     typer.echo(f"{info.tag} {info.id}")
 
 
+@image_app.command("show")
+def image_show(kind: Optional[str] = typer.Argument(None, help="cpu, cuda or base (default: all three)."),
+               as_json: bool = JsonOpt) -> None:
+    """The local run images, their labels, and whether they are stale (exit 1 when one is absent)."""
+    from harness.backends.docker.images import ImageError, connect, show_images
+    from harness.images import BASE_KIND, KINDS, image_tag
+
+    kinds = [BASE_KIND, *KINDS]
+    if kind is not None and kind not in kinds:
+        fail(f"image kind must be one of {', '.join(kinds)}, not {kind!r}")
+    try:
+        shown = show_images(connect(), [kind] if kind else kinds)
+    except ImageError as e:
+        fail(str(e), 1)
+    if as_json:
+        emit_json(shown)
+    else:
+        for k, doc in shown.items():
+            if doc is None:
+                typer.echo(f"{image_tag(k)}: absent")
+            else:
+                stale = f"stale: {doc['stale']}" if doc["stale"] else "matches this checkout"
+                typer.echo(f"{doc['tag']} {doc['id']} ({stale})")
+    raise typer.Exit(1 if any(doc is None for doc in shown.values()) else 0)
+
+
 @app.command()
 def janitor() -> None:
     """Record runs whose harness died (status aborted) and remove leftover harness containers (by label).
     Run it when no harness run is in progress."""
-    from harness.backends.docker import docker_available, janitor as sweep
+    from harness.backends.docker import client as docker_client, janitor as sweep
 
     recovered = _recover_orphans()  # the callback already did; a second pass finds nothing new
-    if not docker_available():
+    if not docker_client.docker_available():
         fail("Docker daemon not reachable: start dockerd (see .ci/docker-up)")
     removed = sweep()
     typer.echo("\n".join(removed) if removed else "nothing to remove")

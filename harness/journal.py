@@ -1,8 +1,10 @@
 """The run journal: a run whose harness died (kill -9, a lost node, a closed laptop) still gets its record.
 
-When a run starts, run.py writes run_dir/journal.json: who is running it (host, pid and that process's
-start time, so a reused pid is not mistaken for it) and the record to keep if it never finishes
-(status `aborted`). When the run ends normally, result.json is written and the journal removed.
+When a run starts, the pipeline writes run_dir/journal.json: who is running it (host, pid and that
+process's start time, so a reused pid is not mistaken for it) and the record to keep if it never
+finishes (status `aborted`). A run of a multi-seed submission that has finished but waits for the
+submission's decision is held: its finished record replaces the provisional one (`hold`). When the
+record is written (once, at the end), the journal is removed.
 
 The next harness command (or `harness janitor`) calls recover(): every journal whose harness is gone
 becomes result.json (and a store record, when the run belonged to a store), and the run's leftover
@@ -45,6 +47,17 @@ def begin(run_dir: Path, provisional: dict[str, Any], results_dir: Path | None) 
     path = Path(run_dir) / JOURNAL
     write_json_atomic(path, doc)
     return path
+
+
+def hold(run_dir: Path, record: dict[str, Any]) -> None:
+    """The run has finished; its record waits for the submission's decision. Should the harness die
+    first, recovery writes this record (its real status and score), not an aborted one."""
+    path = Path(run_dir) / JOURNAL
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = {**_me(), "written_at": time.time(), "results_dir": None}
+    write_json_atomic(path, {**doc, "record": record, "finished": True})
 
 
 def end(run_dir: Path) -> None:
@@ -92,25 +105,36 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
         if not record.get("run_id"):
             continue
         died = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if doc.get("finished"):  # the run itself had ended: its record stands, without a decision
+            reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died before the "
+                      f"submission's decision; the run's own record was kept by a later harness command at {died}")
+            _keep(run_dir, doc, record)
+            out.append(Recovered(record["run_id"], run_dir, reason))
+            continue
         reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died during the run; "
                   f"recorded by a later harness command at {died}")
         record["reason"] = reason
         # When it died is unknown: its last sign of life (the latest write in its folder) stands for the end.
         record["timings"] = {**record.get("timings", {}), "ended_at": last_sign_of_life(run_dir)}
         record["timings"]["total_s"] = max(0.0, record["timings"]["ended_at"] - record["timings"]["started_at"])
-        write_json_atomic(run_dir / "result.json", record)
-        if doc.get("results_dir"):
-            from harness.store import ResultStore
-
-            try:
-                ResultStore(doc["results_dir"]).put(record)
-            except Exception:  # noqa: BLE001 - result.json is written; the store can be reindexed later
-                pass
+        _keep(run_dir, doc, record)
         if remove_containers:
             _remove_containers(record["run_id"])
-        end(run_dir)
         out.append(Recovered(record["run_id"], run_dir, reason))
     return out
+
+
+def _keep(run_dir: Path, doc: dict[str, Any], record: dict[str, Any]) -> None:
+    """Write the record (result.json, and the store the run belonged to), then end the journal."""
+    write_json_atomic(run_dir / "result.json", record)
+    if doc.get("results_dir"):
+        from harness.store import ResultStore
+
+        try:
+            ResultStore(doc["results_dir"]).put(record)
+        except Exception:  # noqa: BLE001 - result.json is written; the store can be reindexed later
+            pass
+    end(run_dir)
 
 
 def last_sign_of_life(run_dir: Path) -> float:
@@ -126,10 +150,10 @@ def last_sign_of_life(run_dir: Path) -> float:
 
 def _remove_containers(run_id: str) -> None:
     try:
-        from harness.backends.docker import docker_available, janitor
+        from harness.backends.docker import client, janitor
     except ImportError:
         return
-    if not docker_available(timeout=2):
+    if not client.docker_available(timeout=2):
         return
     for rid in (run_id, f"{run_id}-eval", f"{run_id}-model-a", f"{run_id}-model-b"):
         try:

@@ -23,7 +23,8 @@ from harness.outcome import decide
 from harness.provenance import build_provenance
 from harness.hw.calibration import judge_calibration, parse_calibration
 from harness.hw.context import HardwareContext, detect_hardware
-from harness.hw.normalize import Baselines, load_baselines, normalize
+from harness.scoring.baselines import Baselines, load_baselines
+from harness.scoring.normalize import normalize
 from harness.hw.telemetry import flags_for, start_sampler
 from harness.result import RunResult, Timings, finite, write_json_atomic
 from harness.verify import (COMPAT_ENTRIES, EXPORT_ENV, TRAINING_ENTRIES, apply_verification, check_floor,
@@ -71,29 +72,38 @@ def choose_seed(seed: int | None) -> int:
 
 
 def make_backend(name: str, image: str | None = None, runtime: str | None = None) -> Backend:
-    """The backend by name. runtime (e.g. runsc) needs Docker: asking for it fails closed, never falls
-    back to a process on the host or to the daemon's default runtime."""
-    if name == "local":
-        if runtime:
-            raise RunError(f"runtime {runtime!r} needs the docker backend: the local backend runs train.py as a "
-                           "plain process on this host (use --backend docker, or drop the runtime)")
-        from harness.backends.local import LocalBackend
+    """The backend by name: "auto" (docker when a daemon answers, else local) or a registered one
+    (harness/backends/registry.py: local, docker, and those installed packages declare). runtime (e.g.
+    runsc) needs Docker: asking for it fails closed, never falls back to a process on the host or to
+    the daemon's default runtime."""
+    from harness.backends.registry import BackendUnavailable, UnknownBackend, backend_factory
 
-        return LocalBackend()
-    if name in ("docker", "auto"):
-        try:
-            from harness.backends import docker as docker_backend
-        except ImportError as e:
-            if name == "docker" or runtime:
-                raise RunError(f"the docker backend is unavailable: {e}") from None
-            return make_backend("local")
-        if name == "auto" and not runtime and not docker_backend.docker_available():
-            return make_backend("local")
-        kw: dict[str, Any] = {"runtime": runtime}
-        if image:
-            kw["image"] = image
-        return docker_backend.DockerBackend(**kw)
-    raise RunError(f"unknown backend {name!r}: use local, docker or auto")
+    if name == "auto":
+        from harness.backends.docker import client
+
+        if client.docker_available():
+            name = "docker"
+        elif runtime:
+            raise RunError(f"runtime {runtime!r} needs the docker backend: no Docker daemon is reachable, so "
+                           "--backend auto would run train.py as a plain process on this host (start dockerd, "
+                           "see .ci/docker-up, or drop the runtime)")
+        else:
+            name = "local"
+    if name == "local" and runtime:
+        raise RunError(f"runtime {runtime!r} needs the docker backend: the local backend runs train.py as a "
+                       "plain process on this host (use --backend docker, or drop the runtime)")
+    try:
+        factory = backend_factory(name)
+    except UnknownBackend as e:
+        raise RunError(f"unknown backend {name!r}: use auto or a registered backend: {', '.join(e.names)}") from None
+    except BackendUnavailable as e:
+        raise RunError(str(e)) from None
+    if name == "local":
+        return factory()
+    options: dict[str, Any] = {"image": image} if image else {}
+    if runtime:
+        options["runtime"] = runtime
+    return factory(**options)
 
 
 def chosen_runtime(asked: str | None, bench: Benchmark) -> str | None:
@@ -192,7 +202,7 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
         extra_mounts={"feed": feed.sock_dir},
         data_entries=list(TRAINING_ENTRIES if opts.verified else COMPAT_ENTRIES), cancel=threading.Event())
     on_event("start", {"run_id": run_id, "run_dir": run_dir, "backend": backend.name, "budget_s": budget,
-                       "seed": seed, "isolated": backend.name != "local", "hardware": hw.cls.label})
+                       "seed": seed, "isolated": backend.isolated, "hardware": hw.cls.label})
     # Telemetry is sampled here on the host, by UUID, never inside the container; the series goes beside
     # the result, out of the run's reach.
     sampler, no_telemetry = start_sampler(hw.gpu.uuid if hw.gpu else None, series_path=run_dir / "telemetry.jsonl",

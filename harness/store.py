@@ -28,7 +28,7 @@ import os
 import re
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -37,6 +37,7 @@ import jsonschema
 
 from harness import paths
 from harness.result import write_json_atomic
+from harness.scoring.leaderboard import Row, best_by_mean, rank, samples_of, sort_key
 
 log = logging.getLogger(__name__)
 
@@ -118,45 +119,6 @@ class Problem(NamedTuple):
 
 
 @dataclass
-class Row:
-    """The headline fields of one run record, as the index holds them."""
-    run_id: str
-    created_at: str
-    benchmark: str
-    submission_sha256: str | None
-    description: str
-    status: str
-    trust: str
-    val_bpb: float | None
-    gpu_class: str | None
-    flags: list[str]
-    seed: int | None
-    backend: str
-    decision: str | None
-    path: Path
-    reason: str | None = None
-    samples: list[float] = field(default_factory=list)  # filled by leaderboard() and best(): the group's val_bpbs
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.flags)
-
-    @property
-    def verified(self) -> bool:
-        return self.trust == "verified"
-
-    @property
-    def mean_bpb(self) -> float | None:
-        return math.fsum(self.samples) / len(self.samples) if self.samples else None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        d["mean_bpb"] = self.mean_bpb
-        return d
-
-
-@dataclass
 class Listing:
     rows: list[Row]
     problems: list[Problem]
@@ -202,10 +164,6 @@ def row_of(record: dict[str, Any], path: Path) -> Row:
         status=record["status"], trust=record["trust"], val_bpb=record["metrics"].get("val_bpb"),
         gpu_class=gpu_class_of(record), flags=list(record.get("flags") or []), seed=prov["seed"],
         backend=record["backend"], decision=decision_of(record), path=path, reason=record.get("reason"))
-
-
-def _sort_key(row: Row) -> tuple[str, str]:
-    return (row.created_at, row.run_id)
 
 
 _COLUMNS = ("run_id", "created_at", "benchmark", "submission_sha256", "description", "status", "trust", "val_bpb",
@@ -334,45 +292,29 @@ class ResultStore:
                 hidden += 1
                 continue
             picked.append(row)
-        picked.sort(key=_sort_key, reverse=True)
+        picked.sort(key=sort_key, reverse=True)
         if limit is not None:
             picked = picked[:max(0, limit)]
         return Listing(rows=picked, problems=problems, hidden=hidden)
 
     def _scored(self, benchmark: str, gpu_class: str | None, include_flagged: bool,
                 include_unverified: bool) -> list[Row]:
-        """ok runs with a val_bpb, oldest first."""
-        listing = self.list(benchmark=benchmark, status="ok", gpu_class=gpu_class, include_flagged=include_flagged,
-                            include_unverified=include_unverified)
-        return sorted((r for r in listing.rows if r.val_bpb is not None), key=_sort_key)
-
-    def _groups(self, rows: list[Row], by_gpu_class: bool) -> list[Row]:
-        groups: dict[tuple[str | None, str | None], list[Row]] = {}
-        for r in rows:
-            groups.setdefault((r.submission_sha256, r.gpu_class if by_gpu_class else None), []).append(r)
-        out = []
-        for members in groups.values():
-            best = min(members, key=lambda r: (r.val_bpb, _sort_key(r)))  # ties: the earliest run
-            out.append(_with_samples(best, [r.val_bpb for r in members]))
-        return out
+        """ok runs of one benchmark (and class), filtered as asked; the leaderboard module ranks them."""
+        return self.list(benchmark=benchmark, status="ok", gpu_class=gpu_class, include_flagged=include_flagged,
+                         include_unverified=include_unverified).rows
 
     def leaderboard(self, benchmark: str, by_gpu_class: bool = False, include_flagged: bool = False,
                     include_unverified: bool = False) -> list[Row]:
         """The best ok run of each submission (per GPU class with by_gpu_class), lowest val_bpb first.
 
-        Each row's samples hold all val_bpbs of its group. With by_gpu_class rows are ordered by class
-        (runs without a class last), then by val_bpb.
+        Each row's samples hold all val_bpbs of its group (see :func:`harness.scoring.leaderboard.rank`).
         """
-        rows = self._groups(self._scored(benchmark, None, include_flagged, include_unverified), by_gpu_class)
-        if by_gpu_class:
-            return sorted(rows, key=lambda r: (r.gpu_class is None, r.gpu_class or "", r.val_bpb, _sort_key(r)))
-        return sorted(rows, key=lambda r: (r.val_bpb, _sort_key(r)))
+        return rank(self._scored(benchmark, None, include_flagged, include_unverified), by_gpu_class)
 
     def samples(self, benchmark: str, submission_sha256: str, gpu_class: str | None = None,
                 include_flagged: bool = True, include_unverified: bool = True) -> list[float]:
         """val_bpb of every ok run of one submission, oldest first: the input of a significance test."""
-        return [r.val_bpb for r in self._scored(benchmark, gpu_class, include_flagged, include_unverified)
-                if r.submission_sha256 == submission_sha256]
+        return samples_of(self._scored(benchmark, gpu_class, include_flagged, include_unverified), submission_sha256)
 
     def best(self, benchmark: str, gpu_class: str | None = None, include_flagged: bool = False,
              include_unverified: bool = False) -> Row | None:
@@ -380,10 +322,7 @@ class ResultStore:
 
         Returns its best run, with samples holding all its val_bpbs.
         """
-        groups = self._groups(self._scored(benchmark, gpu_class, include_flagged, include_unverified), False)
-        if not groups:
-            return None
-        return min(groups, key=lambda r: (r.mean_bpb, r.val_bpb, _sort_key(r)))
+        return best_by_mean(self._scored(benchmark, gpu_class, include_flagged, include_unverified))
 
     # -- the index --
 
@@ -602,8 +541,3 @@ class ResultStore:
         problems.sort(key=lambda p: str(p.path))
         return rows, problems
 
-
-def _with_samples(row: Row, samples: list[float]) -> Row:
-    out = Row(**{k: getattr(row, k) for k in row.__dataclass_fields__})
-    out.samples = list(samples)
-    return out

@@ -3,7 +3,7 @@
 The decision is the research loop's keep/discard: keep only when the candidate's mean BPB beats the
 reference (the current best other submission on this benchmark and GPU class, else the class
 baseline) with a one-sided Welch's t-test at the benchmark's alpha, never assuming less spread than the
-class's measured seed noise (harness.stats.decide).
+class's measured seed noise (harness.scoring.decision.keep_or_discard).
 
 A row goes to results.tsv only where the submitter asked: ``--tsv PATH``, else results.tsv at the root
 of the git repository holding the current directory, else nowhere (never the repository that merely
@@ -20,12 +20,13 @@ from harness.benchmarks import Benchmark
 from harness.data import cache_info
 from harness.fixedcode import file_sha256
 from harness.hw.context import HardwareContext, detect_hardware
-from harness.hw.normalize import load_baselines
+from harness.scoring.baselines import load_baselines
 from harness.sanitize import clean_text
 from harness import paths
 from harness.result import RunResult, write_json_atomic
 from harness.run import RunOptions, chosen_runtime, default_image, execute_run, make_backend
-from harness.stats import Decision, decide, summarize
+from harness.scoring.decision import Decision, keep_or_discard
+from harness.scoring.stats import summarize
 from harness.store import ResultStore
 from harness.tsv import append_record, cwd_tsv_path, submission_commit
 from harness.validate import ValidationReport, validate_file
@@ -231,7 +232,7 @@ def flag_seed_ignored(results: list[RunResult]) -> list[RunResult]:
 
     The flagged runs still count toward the decision (the candidate did run and was scored each time),
     but their zero spread buys nothing: the decision floors the spread at the class's seed noise
-    (harness.stats.decide). Like every flag it keeps them out of baselines and leaderboards unless asked.
+    (harness.scoring.decision). Like every flag it keeps them out of baselines and leaderboards unless asked.
     Returns the runs it flagged; flags stay sorted and unique.
     """
     scored = [r for r in results if r.status == "ok" and r.val_bpb is not None]
@@ -279,4 +280,4 @@ def decide_keep(scores: list[float], reference: Reference, alpha: float,
     if reference.kind == "none":
         return Decision(True, "first scored submission on this benchmark and class: it becomes the reference",
                         None, None)
-    return decide(scores, reference.samples, alpha, noise_std=noise_std)
+    return keep_or_discard(scores, reference.samples, alpha, noise_std=noise_std)

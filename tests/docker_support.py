@@ -73,13 +73,13 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def docker_client():
     """A connected docker client with IMAGE present; skip (fail under CI=true) otherwise."""
+    from harness.backends.docker.client import from_env
+
     try:
-        import docker
+        client = from_env(timeout=30)  # a busy daemon (an image import) can be slow
+        client.ping()
     except ImportError:  # pragma: no cover
         _unavailable("the docker SDK is not installed")
-    try:
-        client = docker.from_env(timeout=30)  # a busy daemon (an image import) can be slow
-        client.ping()
     except Exception as e:  # noqa: BLE001
         _unavailable(f"no Docker daemon reachable ({e.__class__.__name__}): start dockerd (see .ci/docker-up)")
     try:

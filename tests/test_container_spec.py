@@ -10,14 +10,8 @@ import pytest
 
 from harness.backends.base import RunRequest
 from harness.benchmarks import Limits, load_benchmarks, size_bytes
-from harness.container_spec import (
-    KEEPER_MARGIN_S,
-    KEEPER_SOURCE,
-    ContainerSpec,
-    container_name,
-    container_spec,
-    run_command,
-)
+from harness.backends.docker.keeper import KEEPER_MARGIN_S, KEEPER_SOURCE
+from harness.backends.docker.spec import ContainerSpec, container_name, container_spec, run_command
 
 IMAGE = "harness-cpu:latest"
 

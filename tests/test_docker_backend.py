@@ -26,12 +26,12 @@ from docker_support import (  # noqa: E402,F401
 
 from harness.backends.docker import (  # noqa: E402
     DockerBackend,
-    _KeeperLine,
+    KeeperLine,
+    container_spec,
     docker_available,
     extract_output,
     janitor,
 )
-from harness.container_spec import container_spec  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -424,7 +424,7 @@ def test_two_runs_at_once_through_one_backend(sandbox):
 
 def test_keeper_line_is_taken_out_of_the_stream():
     token = "ab" * 16
-    line = _KeeperLine(token)
+    line = KeeperLine(token)
     out = line.feed(b"progress 1\nno newline yet")
     assert out == b"progress 1\nno newline yet" and line.result is None
     # split anywhere: the tail that could start the line is held back, then dropped
@@ -435,7 +435,7 @@ def test_keeper_line_is_taken_out_of_the_stream():
     assert line.feed(whole[20:]) == b""
     assert line.result == (3, "exit", True)
     # a wrong token is plain output; a lone record separator is held only while it could be the start
-    other = _KeeperLine(token)
+    other = KeeperLine(token)
     fake = b"\x1e" + b"0" * 32 + b" exit=0 reason=exit full=0\n"
     assert other.feed(fake) == fake and other.result is None
     assert other.feed(b"x\x1e") == b"x" and other.flush() == b"\x1e"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.hw.doctor import Check, all_ok, format_checks, run_checks
+from harness.doctor import Check, all_ok, format_checks, run_checks
 from harness.hw.nvml import nvml_status
-from harness.hw.telemetry import load_module_from_path
+from tests.fakes import load_module_from_path
 
 FAKE = load_module_from_path(str(Path(__file__).parent / "fakes" / "pynvml.py"))
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from harness.hw import gpu_class as gc
+from harness.hw import class_table
+from harness.hw.class_table import TABLE_PATH
 from harness.hw.gpu_class import (
     REFERENCE_CLASS,
-    TABLE_PATH,
     class_from_label,
     cpu_slug,
     decide_class,
@@ -21,9 +20,9 @@ from harness.hw.gpu_class import (
     snap_memory_gb,
 )
 from harness.hw.profile import GpuProfile, HostFacts, MachineProfile, machine_profile
-from harness.hw.telemetry import load_module_from_path
+from tests.fakes import load_fake_nvml
 
-FAKE = load_module_from_path(str(Path(__file__).parent / "fakes" / "pynvml.py"))
+FAKE = load_fake_nvml()
 MIB = 2**20
 
 
@@ -191,7 +190,7 @@ def test_table_loads_without_pyyaml(monkeypatch, tmp_path):
     p = tmp_path / "t.yaml"
     p.write_text(TABLE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setitem(sys.modules, "yaml", None)
-    t = gc.load_class_table(p)
+    t = class_table.load_class_table(p)
     assert t.families["H100-SXM"].pci_device_ids == (0x2330,)
 
 

@@ -1,4 +1,4 @@
-"""Per-class baselines files and the normalisation arithmetic (hand-computed values)."""
+"""Per-class baselines files and the normalisation arithmetic (harness.scoring; hand-computed values)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.hw.calibration import Calibration
-from harness.hw.normalize import (
+from harness.scoring.baselines import (
     BaselineFormatError,
     Baselines,
     BaselineSample,
@@ -15,12 +15,10 @@ from harness.hw.normalize import (
     add_sample,
     load_baselines,
     merge_baselines,
-    normalize,
     save_baselines,
-    scorecard_line,
-    speed_factor,
     stats_of,
 )
+from harness.scoring.normalize import normalize, scorecard_line, speed_factor
 
 H100 = "H100-SXM-80GB·700W"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,9 +19,9 @@ from harness.hw.profile import (
     machine_profile,
     runnable_gpus,
 )
-from harness.hw.telemetry import load_module_from_path
+from tests.fakes import load_fake_nvml
 
-FAKE = load_module_from_path(str(Path(__file__).parent / "fakes" / "pynvml.py"))
+FAKE = load_fake_nvml()
 
 
 def real_nvml_works() -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from harness.hw.telemetry import (
     TelemetrySummary,
     Thresholds,
     flags_for,
-    load_module_from_path,
     main,
     measure_sampler_overhead,
     percentile,
@@ -25,9 +23,9 @@ from harness.hw.telemetry import (
     summarize_series,
     throttle_findings,
 )
+from tests.fakes import load_fake_nvml
 
-FAKE_PATH = Path(__file__).parent / "fakes" / "pynvml.py"
-FAKE = load_module_from_path(str(FAKE_PATH))
+FAKE = load_fake_nvml()
 
 
 def _throttle_samples(n: int = 4) -> tuple[TelemetrySampler, list[TelemetrySample]]:
@@ -297,7 +295,7 @@ def test_measure_sampler_overhead_with_fake():
 
 
 def test_overhead_cli_with_fake_module(capsys):
-    rc = main(["overhead", "--seconds", "0.2", "--interval", "0.05", "--fake-module", str(FAKE_PATH)])
+    rc = main(["overhead", "--seconds", "0.2", "--interval", "0.05"], nvml_module=FAKE)
     out = capsys.readouterr().out
     assert out.startswith("sampler_overhead {")
     d = json.loads(out.split(" ", 1)[1])

@@ -1,4 +1,5 @@
-"""The run images: names and recipes (no Docker needed), and the built CPU image (marker docker).
+"""The run images: names and recipes (harness/images/, no Docker needed), and the built CPU image
+(harness/backends/docker/images.py, marker docker).
 
 The docker tests reuse harness-cpu:<version> when it is present and build it only when missing
 (minutes). Without a reachable daemon they skip, except under CI=true, where they fail: CI starts
@@ -15,6 +16,7 @@ import pytest
 
 from harness import __version__
 from harness import images
+from harness.backends.docker import images as daemon
 from harness.paths import repo_root
 
 ROOT = repo_root()
@@ -86,7 +88,7 @@ def test_cuda_dockerfile_defaults():
 def test_unreachable_daemon_names_the_fix(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(images.ImageError, match=r"start dockerd or run \.ci/docker-up"):
-        images.connect()
+        daemon.connect()
 
 
 def test_record_build_merges(tmp_path):
@@ -106,9 +108,9 @@ def test_build_lock_serialises(tmp_path):
 
     said: list[str] = []
     order: list[str] = []
-    with images._build_lock(tmp_path, said.append):
+    with images.build_lock(tmp_path, said.append):
         def second():
-            with images._build_lock(tmp_path, said.append):
+            with images.build_lock(tmp_path, said.append):
                 order.append("second")
 
         t = threading.Thread(target=second)
@@ -126,7 +128,7 @@ def test_build_lock_serialises(tmp_path):
 @pytest.fixture(scope="module")
 def client():
     try:
-        return images.connect()
+        return daemon.connect()
     except images.ImageError as e:
         if IN_CI:
             pytest.fail(f"CI=true but {e}")
@@ -135,9 +137,9 @@ def client():
 
 @pytest.fixture(scope="module")
 def cpu_image(client) -> images.ImageInfo:
-    info = images.get_image(client, "cpu")
+    info = daemon.get_image(client, "cpu")
     if info is None:  # build once (under the build lock); later runs reuse it
-        info = images.ensure_image("cpu", client=client, progress=lambda line: None)
+        info = daemon.ensure_image("cpu", client=client, progress=lambda line: None)
     return info
 
 
@@ -164,7 +166,7 @@ def test_cpu_image_labels(client, cpu_image):
     assert labels["harness.python"].startswith("3.11")
     assert labels["harness.build.network"] == "none"
     stale = images.stale_reason(cpu_image)
-    assert stale is None, f"{cpu_image.tag} is stale ({stale}): run python -m harness.images ensure cpu"
+    assert stale is None, f"{cpu_image.tag} is stale ({stale}): run harness image ensure cpu"
     assert client.images.get(images.latest_tag("cpu")).id == cpu_image.id
 
 
@@ -201,7 +203,7 @@ def test_cpu_image_pip_needs_no_network(client, cpu_image):
     assert "No broken requirements" in out
     ctx = images.context_dir("cpu")
     if not any((ctx / "wheels").glob("torch-*.whl")):  # the image was reused, not built, by this checkout
-        images._prepare_context("cpu", ROOT)
+        images.prepare_context("cpu", ROOT)
         images.download_wheels(ctx / "requirements.txt", ctx / "wheels",
                                python_version=cpu_image.labels["harness.python"], progress=lambda _m: None)
     out = _run(
@@ -215,9 +217,27 @@ def test_cpu_image_pip_needs_no_network(client, cpu_image):
 
 @pytest.mark.docker
 def test_cpu_image_has_what_the_keeper_and_the_copy_of_out_need(client, cpu_image):
-    """PID 1 of every run is the keeper (python3 -I -S, harness/container_spec.py), and /out is copied out
-    with `sh -c 'stat -f ...; tar ... | head -c N'` (harness/backends/docker.py): the image must carry them."""
+    """PID 1 of every run is the keeper (python3 -I -S, harness/backends/docker/keeper.py), and /out is copied
+    out with `sh -c 'stat -f ...; tar ... | head -c N'` (harness/backends/docker/output.py): the image must
+    carry them."""
     out = _run(client, cpu_image, ["sh", "-c", "for t in python3 tar head stat; do command -v $t; done; "
                                                "python3 -I -S -c 'import ctypes, os; print(hasattr(os, \"posix_spawnp\"))'"])
     lines = out.split()
     assert len(lines) == 5 and lines[-1] == "True", out
+
+
+@pytest.mark.docker
+def test_cli_image_show_and_ensure(client, cpu_image):
+    """`harness image show|ensure` (the only image commands: the typer CLI's)."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    shown = CliRunner().invoke(app, ["image", "show", "cpu", "--json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)["cpu"]
+    assert doc["id"] == cpu_image.id and doc["stale"] is None
+    ensured = CliRunner().invoke(app, ["image", "ensure", "cpu"])
+    assert ensured.exit_code == 0 and f"{cpu_image.tag} {cpu_image.id}" in ensured.stdout
+    assert CliRunner().invoke(app, ["image", "show", "tpu"]).exit_code == 2
+    assert CliRunner().invoke(app, ["image", "build", "tpu"]).exit_code == 2

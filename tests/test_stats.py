@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.stats import betainc, decide, normal_cdf, olympic_mean, summarize, t_cdf, t_sf, welch
+from harness.scoring.decision import keep_or_discard
+from harness.scoring.stats import betainc, normal_cdf, olympic_mean, summarize, t_cdf, t_sf, welch
 
 
 # --- the t distribution -----------------------------------------------------------------------
@@ -118,52 +119,52 @@ def _seeds(mean: float, noise: float, n: int, seed: int) -> list[float]:
 
 
 def test_clearly_better_is_kept():
-    d = decide(_seeds(0.985, 5e-4, 3, 1), _seeds(0.998, 5e-4, 3, 2), alpha=0.05)
+    d = keep_or_discard(_seeds(0.985, 5e-4, 3, 1), _seeds(0.998, 5e-4, 3, 2), alpha=0.05)
     assert d.keep and d.reason.startswith("significant: Δ -0.01") and "< 0.05" in d.reason
     assert d.delta < 0 and d.p < 0.05
 
 
 def test_noise_is_discarded_as_within_noise():
-    d = decide([0.9979, 0.9984, 0.9977], [0.9980, 0.9983, 0.9979], alpha=0.05)
+    d = keep_or_discard([0.9979, 0.9984, 0.9977], [0.9980, 0.9983, 0.9979], alpha=0.05)
     assert not d.keep and d.reason.startswith("within noise: Δ -0.0001, p = ") and d.p >= 0.05
     assert d.delta == pytest.approx(-0.0000666, abs=1e-6)
 
 
 def test_worse_is_discarded():
-    d = decide([1.002, 1.0025, 1.0018], [0.998, 0.9985, 0.9978], alpha=0.05)
+    d = keep_or_discard([1.002, 1.0025, 1.0018], [0.998, 0.9985, 0.9978], alpha=0.05)
     assert not d.keep and d.reason == "worse: Δ +0.0040"
     assert d.delta == pytest.approx(0.004)
 
 
 def test_lower_mean_but_p_above_alpha_is_not_kept():
     cand, ref = [0.990, 1.000, 0.995], [1.000, 0.998, 0.999]
-    assert decide(cand, ref, alpha=0.05).keep is False
-    assert decide(cand, ref, alpha=0.5).keep is True
+    assert keep_or_discard(cand, ref, alpha=0.05).keep is False
+    assert keep_or_discard(cand, ref, alpha=0.5).keep is True
 
 
 def test_too_few_seeds_says_what_is_missing():
-    d = decide([0.9], [1.0, 1.01], alpha=0.05)
+    d = keep_or_discard([0.9], [1.0, 1.01], alpha=0.05)
     assert not d.keep and d.p is None
     assert "need >= 2 seeds on both sides" in d.reason and "the candidate has 1" in d.reason
     assert "harness submit --seeds 3" in d.reason
-    d = decide([0.9, 0.91], [], alpha=0.05)
+    d = keep_or_discard([0.9, 0.91], [], alpha=0.05)
     assert not d.keep and "the reference has 0" in d.reason and d.delta is None
 
 
 def test_identical_constant_samples_are_not_kept():
-    d = decide([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], alpha=0.05)
+    d = keep_or_discard([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], alpha=0.05)
     assert not d.keep and d.reason.startswith("within noise") and d.p == 0.5
 
 
 def test_alpha_must_be_a_probability():
     with pytest.raises(ValueError):
-        decide([1.0, 1.0], [1.0, 1.0], alpha=0.0)
+        keep_or_discard([1.0, 1.0], [1.0, 1.0], alpha=0.0)
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(0.5, 2.0), min_size=2, max_size=6), st.lists(st.floats(0.5, 2.0), min_size=2, max_size=6))
 def test_keep_implies_lower_mean_and_small_p(cand, ref):
-    d = decide(cand, ref, alpha=0.05)
+    d = keep_or_discard(cand, ref, alpha=0.05)
     if d.keep:
         assert sum(cand) / len(cand) < sum(ref) / len(ref) and d.p < 0.05
     assert d.reason.split(":")[0] in ("significant", "within noise", "worse")
@@ -173,8 +174,8 @@ def test_keep_implies_lower_mean_and_small_p(cand, ref):
 
 def test_constant_candidate_is_judged_with_the_class_noise():
     cand, ref = [0.995, 0.995, 0.995], [1.0, 1.0001, 0.9999]  # a hard-coded seed vs a tight reference
-    assert decide(cand, ref, alpha=0.05).keep  # both spreads tiny: the 0.005 gap looks certain
-    d = decide(cand, ref, alpha=0.05, noise_std=0.005)  # the class's seeds move BPB by 0.005
+    assert keep_or_discard(cand, ref, alpha=0.05).keep  # both spreads tiny: the 0.005 gap looks certain
+    d = keep_or_discard(cand, ref, alpha=0.05, noise_std=0.005)  # the class's seeds move BPB by 0.005
     assert not d.keep and d.reason.startswith("within noise")
     assert "class's seed noise" in d.reason and "candidate and reference" in d.reason
     ma, mb, v = 0.995, 1.0, 0.005 ** 2
@@ -184,22 +185,22 @@ def test_constant_candidate_is_judged_with_the_class_noise():
 
 def test_class_noise_below_the_samples_leaves_the_plain_welch_test():
     cand, ref = _seeds(0.985, 5e-4, 3, 1), _seeds(0.998, 5e-4, 3, 2)
-    floored = decide(cand, ref, alpha=0.05, noise_std=1e-6)
+    floored = keep_or_discard(cand, ref, alpha=0.05, noise_std=1e-6)
     assert floored.keep and "spread taken as" not in floored.reason
     assert floored.p == pytest.approx(welch(cand, ref).p_one_sided, rel=1e-12)
 
 
 def test_constant_samples_on_both_sides_without_class_noise_are_not_kept():
-    d = decide([0.9, 0.9, 0.9], [1.0, 1.0, 1.0], alpha=0.05)
+    d = keep_or_discard([0.9, 0.9, 0.9], [1.0, 1.0, 1.0], alpha=0.05)
     assert not d.keep and d.p is None and d.delta == pytest.approx(-0.1)
     assert "no run-to-run spread was measured" in d.reason and "harness baseline" in d.reason
-    kept = decide([0.9, 0.9, 0.9], [1.0, 1.0, 1.0], alpha=0.05, noise_std=0.01)  # known noise: a real test
+    kept = keep_or_discard([0.9, 0.9, 0.9], [1.0, 1.0, 1.0], alpha=0.05, noise_std=0.01)  # known noise: a real test
     assert kept.keep and kept.p < 1e-3
 
 
 def test_constant_candidate_without_class_noise_takes_the_reference_spread():
     cand, ref = [0.99, 0.99, 0.99], [1.0, 1.004, 0.996]  # ref std 0.004
-    d = decide(cand, ref, alpha=0.05)
+    d = keep_or_discard(cand, ref, alpha=0.05)
     assert "candidate's spread taken as 0.004" in d.reason and "larger measured spread" in d.reason
     v = 0.004 ** 2  # both sides at the reference's spread, with the plain test's df (2, not 4)
     assert d.p == pytest.approx(t_cdf(-0.01 / math.sqrt(v / 3 + v / 3), 2.0), rel=1e-9)
@@ -209,7 +210,7 @@ def test_constant_candidate_without_class_noise_takes_the_reference_spread():
 @pytest.mark.parametrize("noise", [0.0, -1.0, float("nan"), float("inf")])
 def test_broken_noise_estimates_are_ignored(noise):
     cand, ref = _seeds(0.985, 5e-4, 3, 1), _seeds(0.998, 5e-4, 3, 2)
-    assert decide(cand, ref, alpha=0.05, noise_std=noise) == decide(cand, ref, alpha=0.05)
+    assert keep_or_discard(cand, ref, alpha=0.05, noise_std=noise) == keep_or_discard(cand, ref, alpha=0.05)
 
 
 @settings(max_examples=60, deadline=None)
@@ -217,7 +218,7 @@ def test_broken_noise_estimates_are_ignored(noise):
        st.floats(1e-4, 0.5))
 def test_floored_p_never_beats_a_test_at_the_floor(cand, ref, noise):
     """Whatever the samples, the p-value is the one of a Welch test whose stds are at least the noise."""
-    d = decide(cand, ref, alpha=0.05, noise_std=noise)
+    d = keep_or_discard(cand, ref, alpha=0.05, noise_std=noise)
     if d.p is None or d.delta >= 0:
         return
     ma, mb = sum(cand) / len(cand), sum(ref) / len(ref)

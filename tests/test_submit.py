@@ -290,7 +290,7 @@ def test_runs_with_equal_scores_across_seeds_are_flagged_seed_ignored(tmp_path):
 
 
 def test_class_noise_comes_from_the_baselines_file(tmp_path):
-    from harness.hw.normalize import Baselines, add_sample, save_baselines
+    from harness.scoring.baselines import Baselines, add_sample, save_baselines
     from harness.submit import Reference, class_noise_std, decide_keep
 
     path = tmp_path / "baselines.json"

@@ -103,5 +103,6 @@ def command_paths(request: RunRequest, *, python: str, fixed: str, data: str, ou
 
 class Backend(Protocol):
     name: str
+    isolated: bool  # False: a process on the host (every result of it says "unisolated")
 
     def execute(self, request: RunRequest, on_line: LineCallback) -> ProcessOutcome: ...

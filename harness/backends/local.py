@@ -33,6 +33,7 @@ def _reader(fd: int, sink: LogSink) -> None:
 
 class LocalBackend:
     name = "local"
+    isolated = False  # a plain process with this user's rights: every result of it says "unisolated"
 
     def __init__(self, python: str | None = None):
         self.python = python or sys.executable

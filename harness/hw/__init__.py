@@ -2,11 +2,12 @@
 
 - ``nvml``        the only module that imports pynvml (``open_nvml``, ``NvmlUnavailable``)
 - ``profile``     static GPU profile + host facts (``machine_profile``)
+- ``class_table`` the GPU class table ``harness/data/gpu_classes.yaml`` (``load_class_table``, ``snap_memory_gb``)
 - ``gpu_class``   the class label and its peak FLOP/s (``decide_class``, ``peak_flops_for_run``)
 - ``telemetry``   background NVML sampler + summary + ``flags_for``
 - ``calibration`` parse / judge ``fixed/calibrate.py`` output
-- ``normalize``   per-class baselines files and normalisation
-- ``doctor``      machine readiness checks
+
+Baselines and normalisation against them are scoring, not hardware: :mod:`harness.scoring`.
 
 The names below are re-exported lazily (``from harness.hw import decide_class`` works), so
 ``python -m harness.hw.telemetry`` does not import its own module twice.
@@ -19,12 +20,8 @@ from typing import Any
 
 _EXPORTS = {
     "calibration": ["Calibration", "CalibrationJudgement", "judge_calibration", "parse_calibration"],
-    "doctor": ["Check", "all_ok", "format_checks", "run_checks"],
-    "gpu_class": ["REFERENCE_CLASS", "GpuClass", "class_from_label", "decide_class", "load_class_table",
-                  "peak_flops_env", "peak_flops_for_run"],
-    # the function normalize() is not re-exported: the name is its module's (harness.hw.normalize)
-    "normalize": ["Baselines", "BaselineSample", "Normalization", "add_sample", "load_baselines", "merge_baselines",
-                  "save_baselines", "scorecard_line"],
+    "class_table": ["REFERENCE_CLASS", "load_class_table"],
+    "gpu_class": ["GpuClass", "class_from_label", "decide_class", "peak_flops_env", "peak_flops_for_run"],
     "nvml": ["NvmlSession", "NvmlUnavailable", "nvml_status", "open_nvml"],
     "profile": ["GpuProfile", "HostFacts", "MachineProfile", "host_facts", "machine_profile"],
     "telemetry": ["TelemetrySample", "TelemetrySampler", "TelemetrySummary", "Thresholds", "flags_for",

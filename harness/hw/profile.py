@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from harness.hw.class_table import snap_memory_gb
 from harness.hw.nvml import NvmlSession, NvmlUnavailable, open_nvml
 
 UNAVAILABLE = "unavailable"
@@ -149,8 +150,6 @@ def _mig_profile_name(name: str | None, attrs: dict[str, int] | None, mem_bytes:
     if attrs and attrs.get("gpuInstanceSliceCount"):
         mb = attrs.get("memorySizeMB") or (mem_bytes // 2**20 if mem_bytes else None)
         if mb:
-            from harness.hw.gpu_class import snap_memory_gb  # local: gpu_class imports this module
-
             return f"{attrs['gpuInstanceSliceCount']}g.{snap_memory_gb(mb * 2**20)}gb"
     return None
 
@@ -322,32 +321,13 @@ def _nvidia_container_cli_version() -> str:
 
 
 def docker_facts(client: Any = None, timeout: float = 3.0) -> dict[str, Any]:
-    """Docker versions and runtimes through the SDK; "unavailable" (with ``docker_error``) if unreachable."""
-    out: dict[str, Any] = {}
-    own = client is None
+    """Docker versions and runtimes (harness/backends/docker/probe.py, imported lazily: the hardware
+    package has no Docker import); "unavailable" (with ``docker_error``) if unreachable."""
     try:
-        if client is None:
-            import docker  # the Docker SDK; imported lazily, the hardware package works without it
-
-            client = docker.from_env(timeout=timeout)
-        v = client.version()
-        out["docker_version"] = str(v.get("Version", UNAVAILABLE))
-        out["docker_api_version"] = str(v.get("ApiVersion", UNAVAILABLE))
-        out["docker_components"] = {
-            str(c.get("Name")): str(c.get("Version")) for c in v.get("Components") or [] if c.get("Name")
-        }
-        info = client.info()
-        out["docker_runtimes"] = sorted((info.get("Runtimes") or {}).keys())
-        out["docker_default_runtime"] = str(info.get("DefaultRuntime") or UNAVAILABLE)
-    except Exception as exc:  # noqa: BLE001 - any failure means "docker unavailable"
-        out["docker_error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        if own and client is not None:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001
-                pass
-    return out
+        from harness.backends.docker import probe
+    except ImportError as exc:
+        return {"docker_error": f"{type(exc).__name__}: {exc}"}
+    return probe.docker_facts(client, timeout=timeout)
 
 
 def host_facts(*, probe_docker: bool = True, docker_client: Any = None, docker_timeout: float = 3.0) -> HostFacts:

@@ -1,7 +1,7 @@
 """Adversarial submissions against the deadline the container keeps by itself, and its init.
 
 The harness kills a run at its hard timeout; so does the container's PID 1 (the keeper, see
-harness/container_spec.py), hard_timeout_s + KEEPER_MARGIN_S after it started, so a run ends even when
+harness/backends/docker/keeper.py), hard_timeout_s + KEEPER_MARGIN_S after it started, so a run ends even when
 the harness process is killed -9. These tests kill the harness for real (a subprocess running the
 backend), try to kill or stop the keeper from inside, and try to forge the keeper's last line.
 """
@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from docker_support import IMAGE, RUNTIMES, docker_client, duration, sandbox  # noqa: E402,F401
 
-from harness.container_spec import KEEPER_MARGIN_S  # noqa: E402
+from harness.backends.docker.keeper import KEEPER_MARGIN_S  # noqa: E402
 from harness.paths import repo_root  # noqa: E402
 
 pytestmark = [pytest.mark.docker, pytest.mark.parametrize("sandbox", RUNTIMES, indirect=True)]
@@ -179,7 +179,7 @@ class _KnownToken:
 
 
 def test_forged_keeper_line_is_just_output(sandbox, monkeypatch):
-    import harness.backends.docker as docker_backend
+    import harness.backends.docker.backend as docker_backend
 
     monkeypatch.setattr(docker_backend, "secrets", _KnownToken)
     outcome, lines, _ = sandbox.run(FORGER.replace("TOKEN_HERE", _KnownToken.TOKEN), hard_timeout_s=20)

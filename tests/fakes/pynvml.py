@@ -11,7 +11,8 @@ Use ``make_module(gpus, ...)`` for a fresh, independent module per test::
     session = harness.hw.nvml.open_nvml(fake)
 
 Importing this file as a module gives a default machine with one healthy H100 SXM, so
-``python -m harness.hw.telemetry overhead --fake-module tests/fakes/pynvml.py`` works anywhere.
+``harness.hw.telemetry.main(["overhead"], nvml_module=load_fake_nvml())`` works anywhere
+(``tests/fakes/__init__.py`` loads it; of the product only ``harness/bench.py`` borrows it, without a GPU).
 
 Live counters are scripted: each ``FakeGpu.script`` entry is a dict of counter values
 (``sm``, ``mem``, ``power_mw``, ``energy_mj``, ``temp``, ``util``, ``mem_util``, ``used``,

@@ -1,11 +1,10 @@
-"""Significance of a BPB difference: Welch's t-test in pure Python, summaries, and the keep/discard decision.
+"""Welch's t-test in pure Python and sample summaries: the arithmetic under every comparison of BPBs.
 
-Lower BPB is better. Everything here is plain floats: no numpy, no scipy.
+Lower BPB is better. Everything here is plain floats: no numpy, no scipy. The keep/discard rule built on
+it is :mod:`harness.scoring.decision`.
 
 - ``t_cdf(t, df)``      Student t CDF through the regularized incomplete beta function (continued fraction)
 - ``welch(a, b)``       Welch's unequal-variance t-test of mean(a) - mean(b)
-- ``decide(cand, ref)`` keep a candidate only when its mean BPB is lower and the one-sided p < alpha,
-                        with each side's spread floored at the class's seed noise
 - ``summarize(xs)``     mean, sample std, n, standard error of the mean
 - ``olympic_mean(xs)``  MLPerf-style mean: drop the best and the worst when n >= 5
 """
@@ -115,7 +114,7 @@ class Sample:
         return asdict(self)
 
 
-def _clean(xs: Sequence[float], what: str = "samples") -> list[float]:
+def finite_samples(xs: Sequence[float], what: str = "samples") -> list[float]:
     out = []
     for x in xs:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
@@ -124,7 +123,7 @@ def _clean(xs: Sequence[float], what: str = "samples") -> list[float]:
     return out
 
 
-def _mean_var(xs: list[float]) -> tuple[float, float]:
+def mean_var(xs: list[float]) -> tuple[float, float]:
     """Mean and sample variance (0.0 for n == 1), two-pass for accuracy."""
     n = len(xs)
     mean = math.fsum(xs) / n
@@ -134,10 +133,10 @@ def _mean_var(xs: list[float]) -> tuple[float, float]:
 
 
 def summarize(samples: Sequence[float]) -> Sample:
-    xs = _clean(samples)
+    xs = finite_samples(samples)
     if not xs:
         raise ValueError("summarize: no samples")
-    mean, var = _mean_var(xs)
+    mean, var = mean_var(xs)
     if len(xs) < 2:
         return Sample(mean=mean, std=None, n=1, sem=None)
     std = math.sqrt(var)
@@ -146,7 +145,7 @@ def summarize(samples: Sequence[float]) -> Sample:
 
 def olympic_mean(xs: Sequence[float]) -> float:
     """The mean after dropping the single best and single worst value when there are at least 5 (MLPerf)."""
-    vals = sorted(_clean(xs))
+    vals = sorted(finite_samples(xs))
     if not vals:
         raise ValueError("olympic_mean: no samples")
     if len(vals) >= 5:
@@ -176,13 +175,13 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     The one-sided p-value tests H1: mean(a) < mean(b) (a is the candidate, lower BPB is better).
     Identical zero-variance samples give t = 0 and p = 0.5 / 1.0, never a division by zero.
     """
-    xa, xb = _clean(a, "a"), _clean(b, "b")
+    xa, xb = finite_samples(a, "a"), finite_samples(b, "b")
     if len(xa) < MIN_SEEDS or len(xb) < MIN_SEEDS:
         raise ValueError(f"welch needs >= {MIN_SEEDS} samples on each side (got {len(xa)} and {len(xb)})")
-    return _welch_moments(*_mean_var(xa), len(xa), *_mean_var(xb), len(xb))
+    return welch_from_moments(*mean_var(xa), len(xa), *mean_var(xb), len(xb))
 
 
-def _welch_moments(mean_a: float, var_a: float, na: int, mean_b: float, var_b: float, nb: int,
+def welch_from_moments(mean_a: float, var_a: float, na: int, mean_b: float, var_b: float, nb: int,
                    max_df: float = math.inf) -> Welch:
     """Welch's test from each side's mean, sample variance and size (n >= 2 each); df at most max_df."""
     delta = mean_a - mean_b
@@ -202,90 +201,3 @@ def _welch_moments(mean_a: float, var_a: float, na: int, mean_b: float, var_b: f
         p_one = t_cdf(t, df)
         p_two = min(1.0, 2.0 * t_cdf(-abs(t), df))
     return Welch(t=t, df=df, p_one_sided=p_one, p_two_sided=p_two, mean_a=mean_a, mean_b=mean_b, delta=delta)
-
-
-# --- the decision -----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Decision:
-    keep: bool
-    reason: str
-    delta: float | None  # mean(candidate) - mean(reference); None when a side has no samples
-    p: float | None  # one-sided Welch p (candidate lower); None without a t-test
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def format_delta(delta: float) -> str:
-    if delta != 0.0 and abs(delta) < 5e-5:
-        return f"{delta:+.1e}"
-    return f"{delta:+.4f}"
-
-
-def format_p(p: float) -> str:
-    if p == 0.0:
-        return "0"
-    if p < 1e-3:
-        return f"{p:.1e}"
-    return f"{p:.2g}"
-
-
-def decide(candidate: Sequence[float], reference: Sequence[float], alpha: float = 0.05,
-           noise_std: float | None = None) -> Decision:
-    """Keep the candidate only when its mean BPB is lower than the reference's and the one-sided Welch p < alpha.
-
-    The test never assumes less spread than is known to exist. ``noise_std`` is the class's measured seed
-    noise (the std of its baseline runs); each side's std is max(its sample std, noise_std). Without it
-    the floor is the larger of the two sample stds, applied to both sides; the degrees of freedom stay
-    at most the unfloored test's, so the p-value is never below the plain Welch test's. So a candidate whose runs all
-    score the same (it fixed its own seed: ``seed_ignored`` runs, which still count) is judged with the
-    spread its class or its reference shows, never as an exact number with p ~ 0; and when neither side
-    varies and no class noise is known there is no measure of noise at all: not kept, and the reason says
-    how to measure it. A floor that changed a side's spread is named in the reason.
-    """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1) (got {alpha})")
-    if noise_std is not None and not (math.isfinite(noise_std) and noise_std > 0.0):
-        noise_std = None  # a zero or broken estimate says nothing about the noise
-    cand, ref = _clean(candidate, "candidate"), _clean(reference, "reference")
-    delta = (math.fsum(cand) / len(cand) - math.fsum(ref) / len(ref)) if cand and ref else None
-    if len(cand) < MIN_SEEDS or len(ref) < MIN_SEEDS:
-        missing = []
-        if len(cand) < MIN_SEEDS:
-            missing.append(f"the candidate has {len(cand)}")
-        if len(ref) < MIN_SEEDS:
-            missing.append(f"the reference has {len(ref)}")
-        return Decision(keep=False, delta=delta, p=None,
-                        reason=(f"need >= {MIN_SEEDS} seeds on both sides for a t-test ({' and '.join(missing)}): "
-                                f"run harness submit --seeds 3"))
-    (mean_a, var_a), (mean_b, var_b) = _mean_var(cand), _mean_var(ref)
-    std_a, std_b = math.sqrt(var_a), math.sqrt(var_b)
-    floor = noise_std if noise_std is not None else max(std_a, std_b)
-    if floor == 0.0 and mean_a < mean_b:  # both sides constant, no class noise: no evidence either way
-        return Decision(keep=False, delta=mean_a - mean_b, p=None,
-                        reason=(f"within noise: Δ {format_delta(mean_a - mean_b)}, but no run-to-run spread was "
-                                "measured (every score on both sides is the same and this class has no baseline "
-                                "noise): run harness baseline --runs 5 on this class, then submit again"))
-    # The floored variances, with no more degrees of freedom than the samples' own: raising one side's
-    # spread can raise Welch's df (towards n_a + n_b - 2), which must not make the test bolder.
-    raw_df = _welch_moments(mean_a, var_a, len(cand), mean_b, var_b, len(ref)).df
-    w = _welch_moments(mean_a, max(std_a, floor) ** 2, len(cand), mean_b, max(std_b, floor) ** 2, len(ref),
-                       max_df=raw_df)
-    d, p = format_delta(w.delta), format_p(w.p_one_sided)
-    if w.delta > 0.0:
-        return Decision(keep=False, reason=f"worse: Δ {d}", delta=w.delta, p=w.p_one_sided)
-    note = _floor_note(floor, noise_std is not None, std_a < floor, std_b < floor)
-    if w.delta < 0.0 and w.p_one_sided < alpha:
-        return Decision(keep=True, reason=f"significant: Δ {d}, p = {p} < {alpha:g}{note}", delta=w.delta,
-                        p=w.p_one_sided)
-    return Decision(keep=False, reason=f"within noise: Δ {d}, p = {p} >= {alpha:g}{note}", delta=w.delta,
-                    p=w.p_one_sided)
-
-
-def _floor_note(floor: float, from_class: bool, cand_raised: bool, ref_raised: bool) -> str:
-    sides = [s for s, raised in (("candidate", cand_raised), ("reference", ref_raised)) if raised]
-    if not sides:
-        return ""
-    source = "the class's seed noise" if from_class else "the larger measured spread"
-    return f" (the {' and '.join(sides)}'s spread taken as {floor:.2g}, {source})"

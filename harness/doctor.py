@@ -55,9 +55,10 @@ def format_checks(checks: list[Check]) -> str:
 
 
 def _docker_client(timeout: float) -> Any:
-    import docker
+    # Imported here: the doctor runs (and says what is missing) without the Docker SDK.
+    from harness.backends.docker.client import from_env
 
-    return docker.from_env(timeout=timeout)
+    return from_env(timeout=timeout)
 
 
 def run_checks(

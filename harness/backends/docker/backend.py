@@ -1,4 +1,4 @@
-"""The docker backend: one fresh, locked-down container per run (see harness/container_spec.py).
+"""The docker backend: one fresh, locked-down container per run (see harness/backends/docker/spec.py).
 
     DockerBackend(client=None, image="harness-cpu:latest", runtime=None).execute(request, on_line)
         -> ProcessOutcome
@@ -10,10 +10,10 @@ The harness owns the clock and the container's whole life; the kernel owns the l
   2. copy the candidate into run_dir/train.py, create run_dir/out (and the rw_mounts);
   3. create the container, attach to its stdout/stderr BEFORE starting it (nothing is lost, and the
      daemon keeps no log copy: the log driver is "none"), start it. PID 1 is the keeper
-     (container_spec.KEEPER_SOURCE): it runs the command, kills everything at its own deadline
+     (keeper.py's KEEPER_SOURCE): it runs the command, kills everything at its own deadline
      (hard_timeout_s + KEEPER_MARGIN_S) even if this process is gone, and when the command ends it
      kills every other process and writes one line marked with a per-run secret token;
-  4. a reader thread drains the output all the time, also past the log cap (a flood only slows
+  4. a reader thread (streams.py) drains the output all the time, also past the log cap (a flood only slows
      the candidate to the reader's pace): lines go to run_dir/log.txt (the head up to 3/4 of
      request.log_cap_bytes, then a marker, and at the end the last quarter-cap as the tail with a
      marker saying how much was dropped) and, through a queue, to on_line in the calling thread
@@ -28,7 +28,7 @@ The harness owns the clock and the container's whole life; the kernel owns the l
   6. /out is a tmpfs of limits.output bytes: writes past it fail inside the container (ENOSPC),
      and nothing of it is on the host disk while the run goes. Once the keeper has reported (no
      process of the run is left), `docker exec tar` streams /out out and it is extracted into
-     run_dir/out: regular files and directories only (symlinks, hard links, devices, FIFOs and
+     run_dir/out (output.py): regular files and directories only (symlinks, hard links, devices, FIFOs and
      unsafe names are skipped and noted), at most limits.output bytes and one entry per 4 KiB of
      it, files owned by the invoking user. A /out found full (no free block or inode) gives
      kill_reason "output_limit" (the run could not write all it wanted; outcome.py makes it a crash);
@@ -52,34 +52,22 @@ import queue
 import re
 import secrets
 import shutil
-import stat
-import subprocess
-import tarfile
 import threading
 import time
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
-import docker
 import docker.errors
 import requests
 
 from harness.backends.base import LineCallback, ProcessOutcome, RunRequest
+from harness.backends.docker.client import DOCKER_UP_HINT, client_error, explain_api_error, from_env, image_hint
+from harness.backends.docker.keeper import KEEPER_MARGIN_S, KEEPER_REFUSED
+from harness.backends.docker.output import copy_out
+from harness.backends.docker.runtimes import RuntimeMissing, pick_runtime
+from harness.backends.docker.spec import DEFAULT_UID, LABEL, LABEL_RUN_ID, candidate_path, container_spec, out_dir
+from harness.backends.docker.streams import Reader, Waiter
 from harness.backends.logsink import LogSink
-from harness.benchmarks import size_bytes
-from harness.container_spec import (
-    DEFAULT_UID,
-    KEEPER_MARGIN_S,
-    KEEPER_MARK,
-    LABEL,
-    LABEL_RUN_ID,
-    MIN_ENTRY_BYTES,
-    OUT_MOUNT,
-    candidate_path,
-    container_spec,
-    out_dir,
-    out_max_entries,
-)
 
 DEFAULT_IMAGE = "harness-cpu:latest"
 LOG_NAME = "log.txt"
@@ -87,426 +75,7 @@ TICK_S = 0.1  # how often the calling thread looks at the clock
 EXIT_DRAIN_S = 5.0  # after the exit, how long the reader may take to deliver the rest
 STOP_GRACE_S = 5.0  # after asking the keeper to end the run, how long until the container is killed outright
 PAIR_WAIT_S = 2.0  # after the keeper's line on one stream, how long to wait for it on the other
-DOCKER_UP_HINT = "start dockerd (see .ci/docker-up)"
 CLEANUP_RETRY_S = 10.0  # how long removing the container is retried (a restarting daemon)
-RUNTIME_HINT = ("install it and register it with dockerd (\"runtimes\" in /etc/docker/daemon.json, then "
-                "reload dockerd with SIGHUP); for gVisor, `sudo bash .ci/docker-up` installs Debian's runsc "
-                "and registers it as \"runsc\"")
-
-
-def copy_command(limit: int) -> list[str]:
-    """Run in the container (as the run's user) once the keeper has reported: /out's free blocks and
-    inodes on stderr, then /out as a tar stream on stdout, cut at `limit` bytes (so the exec always
-    ends by itself, even when the harness stops reading early)."""
-    return ["sh", "-c", f'stat -f -c "%S %b %f %c %d" {OUT_MOUNT} >&2 || exit 3; '
-                        f'tar -C {OUT_MOUNT} --one-file-system -cf - . | head -c {int(limit)}']
-KEEPER_REFUSED = 125  # the keeper's exit code when it cannot make itself safe (no run was started)
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def docker_available(timeout: float = 3.0) -> bool:
-    """True when a Docker daemon answers a ping within `timeout` seconds."""
-    client = None
-    try:
-        client = docker.from_env(timeout=timeout)
-        return bool(client.ping())
-    except Exception:
-        return False
-    finally:
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
-
-
-def janitor(client: Any = None, run_id: str | None = None) -> list[str]:
-    """Remove (force) every container labelled harness=1 (only that run's with run_id).
-
-    Returns the names of the removed containers. It also removes containers of runs that are
-    still going in another process: call it when no harness is running.
-    """
-    own = client is None
-    client = client or docker.from_env(timeout=30)
-    try:
-        filters = {"label": [f"{LABEL}=1"] + ([f"{LABEL_RUN_ID}={run_id}"] if run_id else [])}
-        removed = []
-        for c in client.containers.list(all=True, filters=filters):
-            try:
-                c.remove(force=True)
-                removed.append(c.name)
-            except docker.errors.NotFound:
-                pass
-        return removed
-    finally:
-        if own:
-            client.close()
-
-
-def _image_hint(image: str) -> str:
-    m = re.fullmatch(r"harness-([a-z0-9]+)(:.*)?", image)
-    if m:
-        return f"run `harness image build {m.group(1)}`"
-    return f"build or pull it (`docker pull {image}`)"
-
-
-def _explain_api_error(err: Exception, request: RunRequest, runtime: str | None = None) -> str:
-    text = str(getattr(err, "explanation", None) or err)
-    low = text.lower()
-    if "could not select device driver" in low or "nvidia-container-cli" in low or ("nvidia" in low and "gpu" in low):
-        return (f"GPUs {request.gpu_uuids} requested but Docker cannot give them to the container ({text}): "
-                "install the NVIDIA Container Toolkit, run `nvidia-ctk runtime configure --runtime=docker` "
-                "and restart dockerd, and check the UUIDs with `nvidia-smi -L`")
-    if "bind source path does not exist" in low or "no such file or directory" in low:
-        return f"a mount source is missing ({text}): prepare the benchmark data (`harness prepare`) and check paths"
-    if "permission denied" in low and "docker.sock" in low:
-        return f"no permission to use the Docker socket ({text}): add your user to the docker group"
-    if runtime and runtime != "runc" and ("unknown runtime" in low or runtime in low or "oci runtime" in low):
-        return (f"Docker could not start the container with runtime {runtime!r} ({text}): check that it works "
-                f"(`docker run --rm --runtime {runtime} --network none IMAGE true`), or {RUNTIME_HINT}")
-    return f"Docker refused the container ({text})"
-
-
-class _KeeperLine:
-    """Finds the keeper's line ("\\x1e<token> exit=N reason=R full=F\\n") in one output stream.
-
-    feed() returns the bytes to pass on to the log; the keeper's line never reaches it. A tail that
-    could be the start of the line is held back until the next chunk (or the end of the stream).
-    Without the token (it exists only in the keeper's memory and here) no output can pass for it.
-    """
-
-    MAX_REST = 256
-
-    def __init__(self, token: str):
-        self.mark = KEEPER_MARK + token.encode() + b" "
-        self.held = b""
-        self.found = False
-        self.rest = b""
-        self.result: tuple[int | None, str, bool] | None = None  # (exit code, reason, /out seen full)
-
-    def feed(self, data: bytes) -> bytes:
-        if self.found:
-            if self.result is None:
-                self.rest += data[: self.MAX_REST]
-                self._parse()
-            return b""
-        data = self.held + data
-        self.held = b""
-        i = data.find(self.mark)
-        if i >= 0:
-            self.found = True
-            self.rest = data[i + len(self.mark):][: self.MAX_REST]
-            self._parse()
-            return data[:i]
-        j = data.rfind(KEEPER_MARK, max(0, len(data) - len(self.mark) + 1))
-        if j >= 0 and self.mark.startswith(data[j:]):
-            self.held = data[j:]
-            return data[:j]
-        return data
-
-    def flush(self) -> bytes:
-        held, self.held = self.held, b""
-        return held
-
-    def _parse(self) -> None:
-        m = re.match(rb"exit=(-?\d+) reason=([a-z]+) full=([01])\n", self.rest)
-        if m:
-            self.result = (int(m.group(1)), m.group(2).decode(), m.group(3) == b"1")
-        elif b"\n" in self.rest or len(self.rest) >= self.MAX_REST:
-            self.result = (None, "garbled", False)
-
-
-class _Reader(threading.Thread):
-    def __init__(self, stream: Any, sink: LogSink, token: str):
-        super().__init__(name="harness-docker-reader", daemon=True)
-        self.stream = stream
-        self.sink = sink
-        self.error: BaseException | None = None
-        self.lines = {1: _KeeperLine(token), 2: _KeeperLine(token)}
-        self.keeper = threading.Event()  # the keeper's line came on one stream
-        self.both = threading.Event()  # ... and on the other: every output of the run is in
-        self.keeper_at: float | None = None
-        self.result: tuple[int | None, str, bool] | None = None
-
-    def run(self) -> None:
-        try:
-            for out, err in self.stream:  # attach(demux=True): (stdout bytes, None) or (None, stderr bytes)
-                for fd, chunk in ((1, out), (2, err)):
-                    if chunk:
-                        self._feed(fd, chunk)
-        except BaseException as e:  # noqa: BLE001 - a broken stream ends the reading, nothing else
-            self.error = e
-        finally:
-            for fd, line in self.lines.items():
-                held = line.flush()
-                if held and not line.found:
-                    self.sink.feed(held, fd)
-
-    def _feed(self, fd: int, chunk: bytes) -> None:
-        line = self.lines[fd]
-        was = line.result
-        passed = line.feed(chunk)
-        if passed:
-            self.sink.feed(passed, fd)
-        if was is None and line.result is not None:
-            if self.result is None:
-                self.keeper_at = time.time()
-                self.result = line.result
-                self.keeper.set()
-            if all(x.result is not None for x in self.lines.values()):
-                self.both.set()
-
-
-class _Waiter(threading.Thread):
-    def __init__(self, container: Any):
-        super().__init__(name="harness-docker-waiter", daemon=True)
-        self.container = container
-        self.done = threading.Event()
-        self.status: int | None = None
-        self.ended_at: float | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            result = self.container.wait()  # no HTTP timeout: the harness's clock is elsewhere
-            self.status = result.get("StatusCode")
-        except BaseException as e:  # noqa: BLE001
-            self.error = e
-        finally:
-            self.ended_at = time.time()
-            self.done.set()
-
-
-# --------------------------------------------------------------------------------------------
-# copying /out out of the container
-
-
-@dataclasses.dataclass
-class CopyReport:
-    """What extract_output() wrote into run_dir/out and what it left out."""
-
-    bytes: int = 0
-    files: int = 0
-    dirs: int = 0
-    skipped: int = 0
-    skipped_names: list[str] = dataclasses.field(default_factory=list)  # the first few
-    over: str | None = None  # why the copy stopped early (the byte or entry cap)
-    error: str | None = None  # a broken tar stream
-
-    def skip(self, name: str, why: str) -> None:
-        self.skipped += 1
-        if len(self.skipped_names) < 5:
-            self.skipped_names.append(f"{name[:100]!r} ({why})")
-
-
-class _TooMuch(Exception):
-    pass
-
-
-class _ChunkStream:
-    """A read()-able view of an exec's (stdout, stderr) chunks: stdout is the data, stderr is kept
-    apart (its first 16 KiB); reading more than `limit` bytes of stdout raises _TooMuch."""
-
-    def __init__(self, chunks: Iterator[tuple[bytes | None, bytes | None]], limit: int):
-        self.chunks = chunks
-        self.limit = limit
-        self.buf = bytearray()
-        self.total = 0
-        self.stderr = bytearray()
-        self.eof = False
-
-    def _pull(self) -> None:
-        try:
-            out, err = next(self.chunks)
-        except StopIteration:
-            self.eof = True
-            return
-        if err and len(self.stderr) < 16384:
-            self.stderr += err[: 16384 - len(self.stderr)]
-        if out:
-            self.total += len(out)
-            if self.total > self.limit:
-                raise _TooMuch(f"more than {self.limit} bytes of tar stream")
-            self.buf += out
-
-    def read(self, n: int = -1) -> bytes:
-        while not self.eof and (n < 0 or len(self.buf) < n):
-            self._pull()
-        if n < 0:
-            n = len(self.buf)
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def drain(self) -> None:
-        while not self.eof:
-            self.buf.clear()
-            self._pull()
-
-
-def _member_parts(name: str) -> tuple[str, ...] | None:
-    """The path of a tar member as parts under the destination; () for the root; None if unsafe."""
-    if "\0" in name or name.startswith("/"):
-        return None
-    parts = tuple(x for x in PurePosixPath(name).parts if x != ".")
-    if any(x == ".." for x in parts):
-        return None
-    return parts
-
-
-def _real_dir(dest: Path, parts: tuple[str, ...]) -> Path | None:
-    """dest/parts as real directories (created 0755 where missing); None if something else is in the way."""
-    cur = dest
-    for part in parts:
-        cur = cur / part
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            os.mkdir(cur, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-    return cur
-
-
-def _write_file(src: Any, target: Path, size: int) -> bool:
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            return False
-        os.unlink(target)  # a file or link from an earlier copy: replaced, never followed
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        left = size
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            f.write(chunk)
-            left -= len(chunk)
-    return True
-
-
-def extract_output(fileobj: Any, dest: Path, cap: int, max_entries: int) -> CopyReport:
-    """Unpack a tar stream of /out into dest, trusting nothing in it.
-
-    Only regular files and directories are written (files 0644, directories 0755, owned by whoever
-    runs the harness); symlinks, hard links, devices, FIFOs, absolute names and names with '..' are
-    skipped. It stops at `cap` bytes of file data or `max_entries` entries (report.over says which).
-    Existing entries of dest are replaced, never followed.
-    """
-    rep = CopyReport()
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if not stat.S_ISDIR(os.lstat(dest).st_mode):
-        rep.error = f"{dest} is not a directory"
-        return rep
-    data_filter = getattr(tarfile, "data_filter", None)
-    entries = 0
-    try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tf:
-            for m in tf:
-                parts = _member_parts(m.name)
-                if parts == ():
-                    continue  # /out itself
-                if parts is None:
-                    rep.skip(m.name, "unsafe name")
-                    continue
-                entries += 1
-                if entries > max_entries:
-                    rep.over = f"more than {max_entries} entries"
-                    break
-                if not (m.isdir() or m.isreg()):
-                    kind = ("symlink" if m.issym() else "hard link" if m.islnk() else "device" if m.isdev()
-                            else "fifo" if m.isfifo() else "special file")
-                    rep.skip(m.name, kind)
-                    continue
-                if data_filter is not None:
-                    try:
-                        data_filter(m, str(dest))
-                    except tarfile.FilterError as e:
-                        rep.skip(m.name, str(e))
-                        continue
-                if m.isdir():
-                    if _real_dir(dest, parts) is None:
-                        rep.skip(m.name, "not a directory on the host")
-                    else:
-                        rep.dirs += 1
-                    continue
-                if rep.bytes + m.size > cap:
-                    rep.over = f"more than {cap} bytes"
-                    break
-                parent = _real_dir(dest, parts[:-1])
-                if parent is None or not _write_file(tf.extractfile(m), parent / parts[-1], m.size):
-                    rep.skip(m.name, "not a directory on the host")
-                    continue
-                rep.bytes += m.size
-                rep.files += 1
-    except _TooMuch as e:
-        rep.over = str(e)
-    except (tarfile.TarError, EOFError) as e:
-        rep.error = f"bad tar stream: {e}"
-    return rep
-
-
-def dir_usage(path: Path, stop_above: int | None = None) -> int:
-    """Bytes the files under `path` occupy on disk (each entry at least MIN_ENTRY_BYTES).
-
-    Symlinks are not followed. The walk stops early once the total passes `stop_above`.
-    """
-    total = 0
-    stack = [str(path)]
-    while stack:
-        try:
-            it = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                total += max(st.st_blocks * 512, MIN_ENTRY_BYTES)
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-                if stop_above is not None and total > stop_above:
-                    return total
-    return total
-
-
-# --------------------------------------------------------------------------------------------
-# container runtimes
-
-
-def runtime_version(name: str, entry: dict[str, Any] | None, info: dict[str, Any]) -> str:
-    """The runtime's `--version` first line (the binary dockerd would run, looked up on this host),
-    else what the daemon says (runc's commit), else "unknown"."""
-    path = (entry or {}).get("path") or name
-    exe = path if os.path.isabs(path) else shutil.which(path) or (shutil.which(path, path="/usr/sbin:/sbin") or "")
-    if exe:
-        try:
-            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
-            first = out.strip().splitlines()[0] if out.strip() else ""
-            if first:
-                return first
-        except (OSError, subprocess.SubprocessError):
-            pass
-    if name in ("runc", "io.containerd.runc.v2"):
-        commit = (info.get("RuncCommit") or {}).get("ID")
-        if commit:
-            return f"runc commit {commit}"
-    return "unknown"
-
-
-# --------------------------------------------------------------------------------------------
-# the backend
 
 
 @dataclasses.dataclass
@@ -537,6 +106,7 @@ class DockerBackend:
     """
 
     name = "docker"
+    isolated = True  # a container: results are "self-reported" or "verified", never "unisolated"
 
     def __init__(self, client: Any = None, image: str = DEFAULT_IMAGE, uid: int | None = None,
                  runtime: str | None = None, stop_grace_s: float = STOP_GRACE_S):
@@ -586,11 +156,11 @@ class DockerBackend:
                 container = self._create(client, spec.to_create_kwargs(), request)
                 # Attach before start: every byte is streamed to us, none kept by the daemon.
                 stream = container.attach(stdout=True, stderr=True, stream=True, logs=False, demux=True)
-                reader = _Reader(stream, sink, token)
+                reader = Reader(stream, sink, token)
                 reader.start()
                 container.start()
                 st.started_at = time.time()
-                waiter = _Waiter(container)
+                waiter = Waiter(container)
                 waiter.start()
                 self._supervise(request, client, container, uid, sink, reader, waiter, on_line, st)
             except KeyboardInterrupt:
@@ -598,9 +168,9 @@ class DockerBackend:
                 if sink is not None:
                     sink.note("[harness] aborted (Ctrl-C / SIGTERM): container killed")
             except docker.errors.ImageNotFound as e:
-                st.infra_error = f"image {self.image} not found ({e}): {_image_hint(self.image)}"
+                st.infra_error = f"image {self.image} not found ({e}): {image_hint(self.image)}"
             except docker.errors.APIError as e:
-                st.infra_error = _explain_api_error(e, request, self.runtime)
+                st.infra_error = explain_api_error(e, request.gpu_uuids, self.runtime)
             except docker.errors.DockerException as e:
                 st.infra_error = f"Docker daemon trouble ({e}): {DOCKER_UP_HINT}"
             except requests.exceptions.RequestException as e:
@@ -640,14 +210,9 @@ class DockerBackend:
         with self._lock:
             if self._client is None:
                 try:
-                    self._client = docker.from_env(timeout=60)
+                    self._client = from_env(timeout=60)
                 except docker.errors.DockerException as e:
-                    msg = str(e)
-                    if "permission denied" in msg.lower():
-                        st.infra_error = (f"no permission to use the Docker socket ({msg}): "
-                                          "add your user to the docker group or run as root")
-                    else:
-                        st.infra_error = f"Docker daemon not reachable ({msg}): {DOCKER_UP_HINT}"
+                    st.infra_error = client_error(e)
                     return None
             client = self._client
         try:
@@ -667,14 +232,11 @@ class DockerBackend:
             except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
                 st.infra_error = f"could not ask dockerd for its runtimes ({e}): {DOCKER_UP_HINT}"
                 return False
-            runtimes = info.get("Runtimes") or {}
-            name = self.runtime or info.get("DefaultRuntime") or "runc"
-            if name not in runtimes:
-                known = ", ".join(sorted(runtimes)) or "none"
-                st.infra_error = (f"container runtime {name!r} is not registered with dockerd (it has: {known}): "
-                                  f"{RUNTIME_HINT}; the run was not started (no fall-back to another runtime)")
+            try:
+                cached = pick_runtime(info, self.runtime)
+            except RuntimeMissing as e:
+                st.infra_error = str(e)
                 return False  # not cached: registering it later works without a new backend
-            cached = (name, runtime_version(name, runtimes.get(name), info))
             with self._lock:
                 self._runtime_cache[self.runtime] = cached
         st.runtime, st.runtime_version = cached
@@ -684,7 +246,7 @@ class DockerBackend:
         try:
             image = client.images.get(self.image)
         except docker.errors.ImageNotFound:
-            st.infra_error = f"image {self.image} not built: {_image_hint(self.image)}"
+            st.infra_error = f"image {self.image} not built: {image_hint(self.image)}"
             return None
         except docker.errors.DockerException as e:
             st.infra_error = f"could not inspect image {self.image} ({e}): {DOCKER_UP_HINT}"
@@ -749,7 +311,7 @@ class DockerBackend:
         return client.containers.create(**kwargs)
 
     def _supervise(self, request: RunRequest, client: Any, container: Any, uid: int, sink: LogSink,
-                   reader: _Reader, waiter: _Waiter, on_line: LineCallback, st: _State) -> None:
+                   reader: Reader, waiter: Waiter, on_line: LineCallback, st: _State) -> None:
         deadline = st.started_at + request.hard_timeout_s
         asked_at: float | None = None  # when the keeper was asked to end the run
         killed = False
@@ -779,7 +341,7 @@ class DockerBackend:
             self._finish_unreported(container, sink, reader, waiter, st, killed)
 
     def _finish_reported(self, request: RunRequest, client: Any, container: Any, uid: int, sink: LogSink,
-                         reader: _Reader, waiter: _Waiter, st: _State) -> None:
+                         reader: Reader, waiter: Waiter, st: _State) -> None:
         """The keeper has reported: nothing of the run is left; copy /out out, then it is removed."""
         code, reason, seen_full = reader.result or (None, "garbled", False)
         if st.ended_at is None:
@@ -792,7 +354,10 @@ class DockerBackend:
                       f"+ {KEEPER_MARGIN_S:g}s) ended the run")
         reader.both.wait(PAIR_WAIT_S)  # the other stream's last bytes
         try:
-            self._copy_out(request, client, container, uid, sink, st, seen_full)
+            copied = copy_out(request, client, container, uid, sink, seen_full)
+            st.output_bytes = copied.bytes
+            if copied.limit_reached:
+                st.kill_reason = st.kill_reason or "output_limit"
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             st.infra_error = (f"could not copy the run's /out out of its container ({e}): "
                               f"{DOCKER_UP_HINT}")
@@ -806,7 +371,7 @@ class DockerBackend:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             pass
 
-    def _finish_unreported(self, container: Any, sink: LogSink, reader: _Reader, waiter: _Waiter, st: _State,
+    def _finish_unreported(self, container: Any, sink: LogSink, reader: Reader, waiter: Waiter, st: _State,
                            killed: bool) -> None:
         """The container ended (or was killed) without the keeper's report: /out went with it."""
         if not waiter.done.wait(30):
@@ -857,48 +422,6 @@ class DockerBackend:
         except docker.errors.APIError as e:
             if not (e.status_code == 409 or "is not running" in str(e)):
                 raise
-
-    def _copy_out(self, request: RunRequest, client: Any, container: Any, uid: int, sink: LogSink,
-                  st: _State, seen_full: bool = False) -> None:
-        limits = request.benchmark.limits
-        cap = size_bytes(limits.output)
-        max_entries = out_max_entries(limits)
-        # The tar stream: the data, a 512-byte header per entry (two for long names), 10 KiB records.
-        limit = cap + (max_entries + 8) * 1536 + (1 << 20)
-        exec_id = client.api.exec_create(container.id, copy_command(limit), user=f"{uid}:{uid}", stdout=True,
-                                         stderr=True, workdir="/")["Id"]
-        chunks = client.api.exec_start(exec_id, stream=True, demux=True)
-        src = _ChunkStream(iter(chunks), limit=limit)
-        rep = extract_output(src, out_dir(request), cap, max_entries)
-        try:
-            src.drain()  # to the end (at most `limit` bytes): the exec ends, tar's last words are in
-        except _TooMuch as e:
-            rep.over = rep.over or str(e)
-        st.output_bytes = rep.bytes
-        errors = bytes(src.stderr).decode("utf-8", "replace").splitlines()
-        full = seen_full  # the keeper saw it full during the run
-        fields = errors[0].split() if errors else []
-        if len(fields) == 5 and all(f.isdigit() for f in fields):
-            _bsize, blocks, bfree, files, ffree = map(int, fields)
-            full = full or (blocks > 0 and bfree == 0) or (files > 0 and ffree == 0)
-            errors = errors[1:]
-        if rep.over or full:
-            st.kill_reason = st.kill_reason or "output_limit"
-            sink.note(f"[harness] the output directory reached its limit of {limits.output} "
-                      f"(writes past it failed with ENOSPC{'; copy stopped: ' + rep.over if rep.over else ''}); "
-                      f"{rep.bytes} bytes in {rep.files} files copied to {out_dir(request)}")
-        if rep.skipped:
-            sink.note(f"[harness] copying /out: skipped {rep.skipped} entries that are not plain files or "
-                      f"directories: {', '.join(rep.skipped_names)}")
-        if rep.error:
-            sink.note(f"[harness] copying /out: {rep.error}")
-        if errors and rep.over is None:
-            try:
-                code = client.api.exec_inspect(exec_id).get("ExitCode")
-            except (docker.errors.DockerException, requests.exceptions.RequestException):
-                code = None
-            if code not in (0, None):
-                sink.note(f"[harness] copying /out: tar exited {code}: {' / '.join(errors)[:300]}")
 
     def _deliver(self, sink: LogSink, on_line: LineCallback, st: _State, final: bool = False) -> None:
         if final:
