@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import paths
-from harness.hw.context import detect_hardware
+from harness.pipeline.backend import backend_and_hardware
+from harness.pipeline.finish import write_record
+from harness.pipeline.seeds import run_seeds
+from harness.record import RunRecord
 from harness.scoring.baselines import Baselines, add_sample, load_baselines, save_baselines
-from harness.result import RunResult, write_json_atomic
 from harness.scoring.stats import Sample, summarize
-from harness.store import ResultStore
-from harness.submit import SubmitOptions, check_valid, counted_runs, flag_seed_ignored, run_seeds
+from harness.submit import SubmitOptions, check_valid, counted_runs, flag_seed_ignored
 
 BASELINE_SUBMISSION = paths.REPO_ROOT / "submissions" / "baseline" / "train.py"
 Event = Callable[[str, Any], None]
@@ -28,16 +29,16 @@ Event = Callable[[str, Any], None]
 @dataclass
 class SpreadReport:
     class_label: str
-    results: list[RunResult]
-    used: list[RunResult]  # the runs whose scores count (ok, and unflagged unless asked)
+    results: list[RunRecord]
+    used: list[RunRecord]  # the runs whose scores count (ok, and unflagged unless asked)
     summary: Sample | None
     baselines_file: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "class": self.class_label,
-            "runs": [{"run_id": r.run_id, "status": r.status, "val_bpb": r.val_bpb, "flags": r.flags,
-                      "trust": r.trust, "seed": r.provenance["seed"]} for r in self.results],
+            "runs": [{"run_id": r.run_id, "status": r.status, "val_bpb": r.val_bpb, "flags": list(r.flags),
+                      "trust": r.trust, "seed": r.seed} for r in self.results],
             "used": [r.run_id for r in self.used],
             "summary": self.summary.to_dict() if self.summary else None,
             "baselines_file": str(self.baselines_file) if self.baselines_file else None,
@@ -45,14 +46,11 @@ class SpreadReport:
 
 
 def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: bool,
-            on_event: Event) -> tuple[str, list[RunResult], list[RunResult]]:
+            on_event: Event) -> tuple[str, list[RunRecord], list[RunRecord]]:
     check_valid(train_py, opts.benchmark)
-    hw = detect_hardware(opts.gpu, opts.nvml_module)
-    results = run_seeds(train_py, opts, runs, on_event, hw)  # each run is stored as it ends
-    store = ResultStore(opts.results_dir)
-    for r in flag_seed_ignored(results):  # stored again with the flag
-        write_json_atomic(Path(r.log_path).parent / "result.json", r.to_dict())
-        store.put(r.to_dict())
+    backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, opts.benchmark, opts.gpu, opts.nvml_module)
+    held = flag_seed_ignored(run_seeds(train_py, opts, runs, on_event, hw, backend))
+    results = [write_record(r, opts.results_dir, store=True) for r in held]  # once each, with its flags
     used = [r for r in counted_runs(results, opts.verified) if include_flagged or not r.flags]
     return hw.cls.label, results, used
 
@@ -72,7 +70,7 @@ def run_baseline(opts: SubmitOptions, runs: int, include_flagged: bool = False,
     for r in used:
         add_sample(baselines, opts.benchmark.name, label, val_bpb=r.val_bpb,
                    tokens=(r.metrics.get("total_tokens_M") or 0.0) * 1e6, run_id=r.run_id,
-                   seed=r.provenance["seed"], host=socket.gethostname())
+                   seed=r.seed, host=socket.gethostname())
     save_baselines(baselines, path)
     stats = baselines.stats(opts.benchmark.name, label)
     summary = Sample(stats.mean, stats.std, stats.n, None) if stats else None

@@ -67,7 +67,7 @@ def bench_containers(budget: float, report: Callable[[str], None]) -> None:
 
     from harness.backends.base import RunRequest
     from harness.backends.docker import DockerBackend, docker_available
-    from harness.run import RunOptions, execute_run
+    from harness.pipeline import RunOptions, execute_run
 
     if not docker_available():
         report("containers: skipped: no Docker daemon reachable (start one with .ci/docker-up)")
@@ -109,7 +109,7 @@ def bench_gvisor(budget: float, report: Callable[[str], None], tmp) -> None:
     """Steps of the baseline in one budget under runsc vs runc: the same image, train.py, budget and seed,
     alternating (runc, runsc, runsc, runc) so that drift in the machine's speed falls on both."""
     from harness.backends.docker import DockerBackend
-    from harness.run import RunOptions, execute_run
+    from harness.pipeline import RunOptions, execute_run
 
     backends = {"runc": DockerBackend(runtime="runc"), "runsc": DockerBackend(runtime="runsc")}
     try:

@@ -72,7 +72,7 @@ def setup_errors() -> Iterator[None]:
     """Errors that stop a command before or between runs, as one clear line (exit 2; 1 for a bad file)."""
     from harness.data import DataError
     from harness.hw.context import HardwareError
-    from harness.run import RunError
+    from harness.pipeline import RunError
     from harness.submit import SubmitError
 
     try:
@@ -176,7 +176,8 @@ RuntimeOpt = typer.Option(None, "--runtime", help="The docker backend's containe
 @app.command()
 def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
         benchmark: str = BenchOpt,
-        backend: str = typer.Option("auto", help="auto (docker when a daemon is reachable), docker or local."),
+        backend: str = typer.Option("auto", help="auto (docker when a daemon is reachable, else local), or a "
+                                    "registered backend: local, docker, or one a package adds (harness.backends)."),
         budget: Optional[float] = typer.Option(None, help="Override the training budget in seconds (recorded)."),
         seed: Optional[int] = typer.Option(None, help="Use this seed instead of a fresh one (recorded)."),
         runs_dir: Optional[Path] = typer.Option(None, help="Where run folders go (default ./runs or HARNESS_RUNS_DIR)."),
@@ -187,7 +188,7 @@ def run(train_py: Path = typer.Argument(..., help="The candidate train.py."),
     """Run a candidate once and print its score card (exit 1 unless the status is ok)."""
     from harness.data import DataError
     from harness.display import RunDisplay
-    from harness.run import RunError, RunOptions, execute_run
+    from harness.pipeline import RunError, RunOptions, execute_run
     from harness.scorecard import score_card
 
     bench = bench_or_exit(benchmark)
@@ -227,7 +228,8 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
            benchmark: str = BenchOpt,
            message: str = typer.Option("", "-m", "--message", help="What this candidate changes (recorded)."),
            seeds: Optional[int] = typer.Option(None, help="Runs with fresh seeds (default: the benchmark's)."),
-           backend: str = typer.Option("auto", help="auto (docker when reachable), docker, or local (labelled)."),
+           backend: str = typer.Option("auto", help="auto (docker when reachable, else local: labelled), or a "
+                                       "registered backend (local, docker, or one a package adds)."),
            compat: bool = typer.Option(False, "--compat", help="autoresearch-style: val mounted, train.py's own "
                                        "score, labelled self-reported."),
            budget: Optional[float] = typer.Option(None, help="Override the training budget (recorded)."),
@@ -276,38 +278,22 @@ def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (run
                                                 "benchmark's."),
           results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Re-score a finished verified run from its exported model with the fixed evaluator."""
-    from harness import paths
-    from harness.data import DataError, cache_info
-    from harness.result import write_json_atomic
-    from harness.hw.context import HardwareError, detect_hardware
-    from harness.run import RunError, chosen_runtime, default_image, make_backend
+    from harness.benchmarks import BenchmarkError
+    from harness.data import DataError
+    from harness.hw.context import HardwareError
+    from harness.pipeline import RunError
+    from harness.pipeline.rescore import RescoreError, rescore_run
     from harness.scorecard import score_card
-    from harness.store import ResultStore
-    from harness.verify import RescoreError, rescore
 
     try:
-        doc = json.loads((run_dir / "result.json").read_text())
-        bench = bench_or_exit(doc["provenance"]["benchmark"]["name"])
-        # The image the run used (a GPU run's exported program needs the CUDA image).
-        image = ((doc["provenance"].get("image") or {}).get("tag")
-                 or default_image(detect_hardware((((doc.get("hardware") or {}).get("gpu")) or {}).get("uuid"))))
-        recorded = ((doc["provenance"].get("runtime") or {}).get("name"))
-        if recorded == "runc":
-            recorded = None  # the daemon's default, as the run had it
-        runtime = chosen_runtime(runtime or recorded, bench)
-        result = rescore(run_dir, bench, make_backend(backend, image, runtime), cache_info(bench).data_dir,
-                         paths.fixed_dir())
-    except (OSError, ValueError, KeyError, RescoreError, DataError, HardwareError, RunError) as e:
+        record = rescore_run(run_dir, backend, runtime, results)
+    except (OSError, RescoreError, DataError, HardwareError, RunError, BenchmarkError) as e:
         fail(str(e))
-    if result.status in ("infra_error", "aborted"):  # the evaluator never ran: keep the record as it was
-        fail(f"re-scoring did not run: {result.reason}")
-    write_json_atomic(run_dir / "result.json", result.to_dict())
-    ResultStore(results).put(result.to_dict())
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(record.to_dict())
     else:
-        typer.echo(score_card(result))
-    raise typer.Exit(0 if result.status == "ok" else 1)
+        typer.echo(score_card(record))
+    raise typer.Exit(0 if record.status == "ok" else 1)
 
 
 results_app = typer.Typer(help="The result store: list, show, reindex.", no_args_is_help=True)
@@ -345,7 +331,7 @@ def results_list(benchmark: Optional[str] = typer.Option(None, "--benchmark", "-
 def results_show(run_id: str = typer.Argument(..., help="A run id or a unique prefix."),
                  results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Show one stored run: its score card, or the whole record with --json."""
-    from harness.result import RunResult
+    from harness.record import RecordError, RunRecord
     from harness.scorecard import score_card
     from harness.store import ResultStore, StoreError
 
@@ -356,7 +342,10 @@ def results_show(run_id: str = typer.Argument(..., help="A run id or a unique pr
     if as_json:
         emit_json(doc)
     else:
-        typer.echo(score_card(RunResult.from_dict(doc)))
+        try:
+            typer.echo(score_card(RunRecord.from_dict(doc)))
+        except RecordError as e:
+            fail(f"run {run_id}: unreadable record ({e}); harness results show {run_id} --json prints it as stored", 1)
 
 
 @results_app.command("reindex")

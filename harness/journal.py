@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.result import write_json_atomic
+from harness.atomic import write_json_atomic
 
 JOURNAL = "journal.json"
 

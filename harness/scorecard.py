@@ -7,7 +7,7 @@ what is shown.
 
 from __future__ import annotations
 
-from harness.result import RunResult
+from harness.record import RunRecord
 from harness.sanitize import clean_text
 
 
@@ -15,7 +15,7 @@ def _fmt(value, spec: str, missing: str = "n/a") -> str:
     return missing if value is None else format(value, spec)
 
 
-def score_card(r: RunResult) -> str:
+def score_card(r: RunRecord) -> str:
     m, p, t = r.metrics, r.provenance, r.timings
     bench = p["benchmark"]
     where = r.backend + ("" if r.isolated else " (unisolated)")
@@ -43,8 +43,9 @@ def score_card(r: RunResult) -> str:
         f" · tokens {_fmt(m.get('total_tokens_M'), '.2f')}M · params {_fmt(m.get('num_params_M'), '.2f')}M"
         f" · MFU {_fmt(mfu, '.2f', 'unknown')}{'%' if mfu is not None else ''}"
         f" · peak mem {_fmt(m.get('peak_vram_mb'), '.0f')}MB")
-    if r.hardware and r.hardware.get("class"):
-        lines.append(f"hardware {r.hardware['class']}" + (" · flags " + ", ".join(r.flags) if r.flags else ""))
+    machine = r.hardware.machine or {}
+    if machine.get("class"):
+        lines.append(f"hardware {machine['class']}" + (" · flags " + ", ".join(r.flags) if r.flags else ""))
     if r.traceback_tail and r.status != "ok":
         lines.append("traceback tail:")
         lines.extend("  " + line for line in clean_text(r.traceback_tail, keep_newlines=True).splitlines()[-8:])

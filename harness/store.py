@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, NamedTuple
 import jsonschema
 
 from harness import paths
-from harness.result import write_json_atomic
+from harness.atomic import write_json_atomic
 from harness.scoring.leaderboard import Row, best_by_mean, rank, samples_of, sort_key
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,21 @@ def validate_record(doc: Any) -> None:
         raise RecordError("; ".join(lines))
 
 
+def current_record(doc: Any) -> dict[str, Any]:
+    """A stored document as a current (version 2) record: a version 1 record is migrated, the result is
+    validated, and its trust is derived again from its parts (harness.record.decide_trust): a label edited
+    into a file is never believed. Raises RecordError naming what is wrong."""
+    from harness.record import RecordError as BadRecord, RunRecord, migrate_v1
+
+    if isinstance(doc, dict) and doc.get("schema_version") == 1:
+        doc = migrate_v1(doc)
+    validate_record(doc)
+    try:
+        return RunRecord.from_dict(doc).to_dict()
+    except BadRecord as e:
+        raise RecordError(str(e)) from None
+
+
 # --- rows -------------------------------------------------------------------------------------
 
 class Problem(NamedTuple):
@@ -149,11 +164,9 @@ def gpu_class_of(record: dict[str, Any]) -> str | None:
 
 
 def decision_of(record: dict[str, Any]) -> str | None:
-    ev = record.get("evaluation")
-    if not isinstance(ev, dict) or ev.get("decision") is None:
-        return None
-    d = ev["decision"]
-    return d if isinstance(d, str) else json.dumps(d, sort_keys=True)
+    """keep, discard or aborted: the decision of the submission the run belonged to (None: not decided)."""
+    d = record.get("decision")
+    return d.get("label") if isinstance(d, dict) else None
 
 
 def row_of(record: dict[str, Any], path: Path) -> Row:
@@ -234,7 +247,7 @@ class ResultStore:
 
         The file is written first and is the truth: an index failure is logged, never raised.
         """
-        validate_record(record)
+        record = current_record(record)
         path = self.path_for(record["run_id"])
         write_json_atomic(path, record)
         try:
@@ -469,7 +482,7 @@ class ResultStore:
         except json.JSONDecodeError as e:
             return None, f"not valid JSON ({e})" if text.strip() else "empty file"
         try:
-            validate_record(doc)
+            doc = current_record(doc)
         except RecordError as e:
             return None, f"not a valid result record: {e}"
         if path.stem != doc["run_id"]:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from harness.backends import ENTRY_POINT_GROUP, UnknownBackend, backend_names, create_backend
 from harness.backends.local import LocalBackend
 from harness.cli import app
-from harness.run import RunError, make_backend
+from harness.pipeline import RunError, make_backend
 from tests.conftest import REPO
 
 TOY = REPO / "tests" / "cases" / "toy_train.py"
@@ -149,7 +149,7 @@ def test_the_harness_works_without_the_docker_sdk(tmp_path):
         from harness.backends.docker import docker_available
         from harness.doctor import run_checks
         from harness.hw.profile import docker_facts
-        from harness.run import make_backend
+        from harness.pipeline import make_backend
         assert images.latest_tag("cpu") == "harness-cpu:latest"
         assert docker_available() is False
         assert "docker_error" in docker_facts()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.run import RunOptions, execute_run
+from harness.pipeline import RunOptions, execute_run
 from harness.validate import validate_file
 from tests.conftest import REPO
 

@@ -103,7 +103,7 @@ def test_listings_and_score_cards_of_a_hostile_record_are_inert(tmp_path):
         _assert_inert(out.output)
         assert "esrever" in out.output or args[:2] == ["results", "show"], args  # the text itself still shows
     card = runner.invoke(app, ["results", "show", crashed["run_id"], "--results", str(results)]).output
-    assert "status crash · ok keepesreverx tab line · trust verified" in card  # one line: no forged lines
+    assert "status crash · ok keepesreverx tab line · trust self-reported" in card  # one line: no forged lines
     # --json keeps the exact strings, escaped by JSON itself: still nothing raw on the terminal
     out = runner.invoke(app, ["results", "list", "--all", "--json", "--results", str(results)])
     assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "\r" not in out.stdout

@@ -10,7 +10,7 @@ import pytest
 
 from harness.clock import ClockLimits, judge
 from harness.feed import FeedStats
-from harness.run import RunOptions, execute_run
+from harness.pipeline import RunOptions, execute_run
 from harness.submit import counted_runs
 from tests.conftest import REPO
 

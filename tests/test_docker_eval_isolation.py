@@ -14,8 +14,8 @@ from docker_support import IMAGE, docker_client  # noqa: E402,F401
 
 from harness.backends.base import RunRequest  # noqa: E402
 from harness.backends.docker import DockerBackend  # noqa: E402
-from harness.run import run_env  # noqa: E402
-from harness.verify import evaluator_requests, run_evaluator  # noqa: E402
+from harness.pipeline.request import run_env  # noqa: E402
+from harness.pipeline.evaluate import evaluator_requests, run_evaluator  # noqa: E402
 from tests.conftest import REPO, load_prepare  # noqa: E402
 from tests.test_verified_eval import TinyLM  # noqa: E402
 

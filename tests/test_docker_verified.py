@@ -47,7 +47,7 @@ def test_verified_submit_in_containers(tiny_bench, env):
                                             results_dir=env / "results", calibrate=False))
     r = report.results[0]
     assert r.status == "ok" and r.backend == "docker" and r.isolated, r.reason
-    assert r.trust == "verified" and r.evaluation["evaluator"]["backend"] == "docker"
+    assert r.trust == "verified" and r.evaluation.evaluator["backend"] == "docker"
     assert "val found: []" in Path(r.log_path).read_text()  # hidden for real: not mounted at all
     assert r.provenance["image"]["id"].startswith("sha256:")
     assert r.val_bpb > r.provenance["benchmark"]["entropy_floor_bpb"]

@@ -313,8 +313,8 @@ def test_a_server_that_dies_before_connecting_ends_the_evaluation_quickly(honest
                                                                           tmp_path):
     from harness.backends.base import RunRequest
     from harness.backends.local import LocalBackend
-    from harness.run import run_env
-    from harness.verify import evaluator_requests, run_evaluator
+    from harness.pipeline.request import run_env
+    from harness.pipeline.evaluate import evaluator_requests, run_evaluator
 
     run_dir = tmp_path / "run"
     (run_dir / "out").mkdir(parents=True)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from harness import journal
 from harness.cli import app
-from harness.result import write_json_atomic
+from harness.atomic import write_json_atomic
 from harness.store import ResultStore
 from tests.conftest import REPO
 
@@ -113,3 +113,21 @@ def test_a_recovered_run_ends_at_its_last_sign_of_life_not_at_the_recovery(tmp_p
     timings = json.loads((run_dir / "result.json").read_text())["timings"]
     assert timings["ended_at"] == pytest.approx(started + 120, abs=1)
     assert timings["total_s"] == pytest.approx(120, abs=1)
+
+
+def test_a_held_run_whose_harness_died_keeps_its_own_record(tmp_path):
+    """A finished seed of a multi-seed submit waits in its journal for the decision; if the harness dies
+    first, recovery writes that run's real record (ok, its score), not an aborted one."""
+    run_dir = tmp_path / "20260101-000000-ffffff"
+    run_dir.mkdir()
+    journal.begin(run_dir, {"run_id": run_dir.name, "status": "aborted", "timings": {"started_at": 1.0}},
+                  tmp_path / "results")
+    finished = {"run_id": run_dir.name, "status": "ok", "metrics": {"val_bpb": 2.5}}
+    journal.hold(run_dir, finished)
+    doc = json.loads((run_dir / "journal.json").read_text())
+    assert doc["finished"] and doc["record"] == finished and doc["results_dir"] == str(tmp_path / "results")
+    write_json_atomic(run_dir / "journal.json", {**doc, "pid": 2 ** 22 + 7})  # its harness is gone
+    [recovered] = journal.recover(tmp_path, remove_containers=False)
+    assert "before the submission's decision" in recovered.reason
+    assert json.loads((run_dir / "result.json").read_text()) == finished  # its own status and score
+    assert not (run_dir / "journal.json").exists()

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.run import RunOptions, execute_run
+from harness.pipeline import RunOptions, execute_run
 from tests.conftest import REPO
 
 TOY = REPO / "tests" / "cases" / "toy_train.py"
@@ -43,7 +43,7 @@ def test_ok_run_records_budget_seed_and_score(tiny_bench, tiny_cache, tmp_path):
     r = run_local(tiny_bench, tiny_cache, TOY, tmp_path, budget_s=2, seed=1234, calibrate=True)
     assert r.status == "ok", r.traceback_tail
     # Hardware: a CPU class here, calibration measured in the run's process space, no GPU telemetry.
-    assert r.hardware["class"].startswith("CPU-") and r.hardware["class_info"]["peak_flops"]["bf16"] is None
+    assert r.hardware.machine["class"].startswith("CPU-") and r.hardware.machine["class_info"]["peak_flops"]["bf16"] is None
     assert r.calibration["result"]["device"] == "cpu" and r.calibration["result"]["matmul_flops"] > 0
     assert r.timings.calibration_s is not None and r.timings.startup_s >= r.timings.calibration_s
     assert r.telemetry["summary"] is None and "no GPU" in r.telemetry["unavailable"]
@@ -167,7 +167,7 @@ def test_gpu_path_with_fake_nvml(tiny_bench, tiny_cache, tmp_path):
     r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path, budget_s=2,
                   nvml_module=fake.make_module([gpu]))
     assert r.status == "ok", r.traceback_tail
-    assert r.hardware["class"].startswith("H100-SXM-80GB") and r.hardware["gpu"]["uuid"] == gpu.uuid
+    assert r.hardware.machine["class"].startswith("H100-SXM-80GB") and r.hardware.machine["gpu"]["uuid"] == gpu.uuid
     assert "peak=989500000000000.0" in Path(r.log_path).read_text()
     summary = r.telemetry["summary"]
     assert summary["sample_count"] > 0 and Path(r.telemetry["series"]).is_file()
@@ -190,3 +190,40 @@ def test_a_runtime_never_falls_back_to_a_host_process(cli_env, tmp_path, monkeyp
     monkeypatch.setenv("HARNESS_BENCHMARKS", str(tmp_path / "benchmarks.yaml"))
     result = CliRunner().invoke(app, ["run", str(TOY), "--backend", "local", "--budget", "2"])
     assert result.exit_code == 2 and "runtime 'runsc' needs the docker backend" in result.output
+
+
+def test_the_pipeline_asks_the_backend_where_the_run_happens(tiny_bench, tiny_cache, tmp_path):
+    """A backend that runs elsewhere probes the hardware and samples telemetry there, and stages the run
+    folder in and out: the record carries the executor's GPU, never the submitting machine's (a CPU here)."""
+    from harness.backends.local import LocalBackend
+    from harness.hw.context import detect_hardware
+    from tests.fakes import pynvml as fake
+
+    remote_gpu = fake.h100_sxm()
+    remote_nvml = fake.make_module([remote_gpu])  # the executor's NVML, not this machine's
+
+    class Remote(LocalBackend):
+        name = "remote"
+        staged: list[str] = []
+
+        def probe_hardware(self, gpu=None, nvml_module=None):
+            return detect_hardware(gpu, remote_nvml, probe_docker=False)
+
+        def start_telemetry(self, gpu_uuid, series_path, nvml_module=None):
+            return super().start_telemetry(gpu_uuid, series_path, remote_nvml)
+
+        def stage_in(self, request):
+            self.staged.append("in:" + request.run_id)
+
+        def stage_out(self, request):
+            self.staged.append("out:" + request.run_id)
+
+    backend = Remote()
+    opts = RunOptions(benchmark=tiny_bench, backend="remote", runs_dir=tmp_path / "runs", calibrate=False, budget_s=2,
+                      data_dir=tiny_cache.data_dir, baselines_path=tmp_path / "baselines.json")
+    r = execute_run(TOY, opts, backend=backend)
+    assert r.status == "ok", r.traceback_tail
+    assert r.hardware.machine["gpu"]["uuid"] == remote_gpu.uuid and r.hardware.machine["class"].startswith("H100")
+    assert r.telemetry["summary"]["sample_count"] > 0  # sampled through the backend's hook
+    assert backend.staged == [f"in:{r.run_id}", f"out:{r.run_id}"]
+    assert detect_hardware(probe_docker=False).gpu is None  # this machine has no GPU: the label came from the executor

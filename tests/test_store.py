@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.result import RunResult, Timings
+from harness.record import COMPAT, VERIFIED, Evaluation, Export, Hardware, Outcome, RunRecord, Timings
 from harness.store import (
     AmbiguousRunId,
     RecordError,
@@ -37,9 +37,21 @@ def make_record(val_bpb: float | None = 1.0, *, sha: str = SHA_A, benchmark: str
     run_id = run_id or f"20261126-{n // 60 // 60 % 24:02d}{n // 60 % 60:02d}{n % 60:02d}-{os.getpid() % 4096:03x}{n % 4096:03x}"
     created_at = created_at or f"2026-11-26T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
     started = 1795732209.5 + n
-    result = RunResult(
-        run_id=run_id, status=status, reason=None if status == "ok" else f"the run ended with status {status}",
-        trust=trust, backend="docker" if trust != "unisolated" else "local", isolated=trust != "unisolated",
+    isolated = trust != "unisolated"
+    outcome = Outcome(
+        status=status, reason=None if status == "ok" else f"the run ended with status {status}",
+        backend="docker" if isolated else "local", isolated=isolated, log_path=f"/tmp/runs/{run_id}/log.txt",
+        timings=Timings(started_at=started, first_output_at=started + 7.1, ended_at=started + 11.6, startup_s=7.1,
+                        training_s=6.1, eval_s=2.0, total_s=11.6),
+        metrics={"depth": 0, "mfu_percent": None, "num_params_M": 0.26, "num_steps": 57, "peak_vram_mb": 2048.0,
+                 "total_seconds": 1.0, "total_tokens_M": 0.1, "training_seconds": 6.1,
+                 "val_bpb": val_bpb if status == "ok" else None},
+        flags=tuple(flags or ()))
+    # The trust a test asks for follows from the parts, as in a real record (harness.record.decide_trust).
+    evaluation = (Evaluation(mode=VERIFIED, export=Export(ok=True), evaluator={"ok": True, "val_bpb": val_bpb},
+                             training_status="ok") if trust == "verified" else Evaluation(mode=COMPAT))
+    result = RunRecord(
+        run_id=run_id, budget_s=5.0, hard_timeout_s=185.0, outcome=outcome, evaluation=evaluation,
         provenance={
             "backend": "docker",
             "benchmark": {"name": benchmark, "prepare_sha256": "e" * 64, "manifest_sha256": "8" * 64,
@@ -51,13 +63,7 @@ def make_record(val_bpb: float | None = 1.0, *, sha: str = SHA_A, benchmark: str
                            "sha256": sha},
             "versions": {"harness": "0.1.0", "python": "3.11.7"},
         },
-        timings=Timings(started_at=started, first_output_at=started + 7.1, ended_at=started + 11.6, startup_s=7.1,
-                        training_s=6.1, eval_s=2.0, total_s=11.6),
-        metrics={"depth": 0, "mfu_percent": None, "num_params_M": 0.26, "num_steps": 57, "peak_vram_mb": 2048.0,
-                 "total_seconds": 1.0, "total_tokens_M": 0.1, "training_seconds": 6.1,
-                 "val_bpb": val_bpb if status == "ok" else None},
-        budget_s=5.0, hard_timeout_s=185.0, log_path=f"/tmp/runs/{run_id}/log.txt",
-        hardware={"class": gpu_class} if gpu_class else None, flags=list(flags or []))
+        hardware=Hardware(machine={"class": gpu_class} if gpu_class else None))
     doc = result.to_dict()
     doc.update(extra)
     return doc
@@ -76,7 +82,8 @@ def test_helper_record_matches_a_real_run_record():
 def test_put_get_list_round_trip(tmp_path):
     store = ResultStore(tmp_path / "results")
     rec = make_record(0.987654, gpu_class="H100-SXM-80GB", flags=[], description="wider MLP",
-                      evaluation={"decision": "keep", "p": 0.01})
+                      decision={"label": "keep", "reason": "significant", "reference": None, "seeds": 3,
+                                "scores": [0.987654], "delta": -0.01, "p": 0.01})
     path = store.put(rec)
     assert path == tmp_path / "results" / "runs" / f"{rec['run_id']}.json"
     assert json.loads(path.read_text()) == rec
@@ -103,10 +110,11 @@ def test_put_updates_the_same_run(tmp_path):
     rec = make_record(1.0)
     store.put(rec)
     rec2 = copy.deepcopy(rec)
-    rec2["evaluation"] = {"decision": "discard"}
+    rec2["decision"] = {"label": "discard", "reason": "worse", "reference": None, "seeds": 1, "scores": [1.0],
+                        "delta": 0.1, "p": None}
     store.put(rec2)
     assert [r.decision for r in store.list().rows] == ["discard"]
-    assert store.get(rec["run_id"])["evaluation"] == {"decision": "discard"}
+    assert store.get(rec["run_id"])["decision"]["label"] == "discard"
 
 
 def test_list_filters_order_and_limit(tmp_path):
@@ -119,12 +127,13 @@ def test_list_filters_order_and_limit(tmp_path):
     for r in (a, b, c, d, e):
         store.put(r)
     ids = lambda listing: [r.run_id for r in listing.rows]  # noqa: E731
-    assert ids(store.list()) == [c["run_id"], b["run_id"], a["run_id"]]  # newest first; flagged/unverified hidden
-    assert store.list().hidden == 2
+    # newest first; flagged and unverified hidden (a crash is never verified: its trust follows from its parts)
+    assert ids(store.list()) == [c["run_id"], a["run_id"]]
+    assert store.list().hidden == 3
     assert ids(store.list(include_flagged=True, include_unverified=True)) == [
         e["run_id"], d["run_id"], c["run_id"], b["run_id"], a["run_id"]]
-    assert ids(store.list(benchmark="tiny")) == [b["run_id"], a["run_id"]]
-    assert ids(store.list(status="crash")) == [b["run_id"]]
+    assert ids(store.list(benchmark="tiny", include_unverified=True)) == [e["run_id"], b["run_id"], a["run_id"]]
+    assert ids(store.list(status="crash", include_unverified=True)) == [b["run_id"]]
     assert ids(store.list(gpu_class="A100")) == [c["run_id"]]
     assert ids(store.list(limit=1)) == [c["run_id"]]
 
@@ -225,7 +234,7 @@ def test_listing_follows_changed_and_deleted_files(tmp_path):
     store.put(b)
     changed = copy.deepcopy(a)
     changed["metrics"]["val_bpb"] = 0.5
-    from harness.result import write_json_atomic
+    from harness.atomic import write_json_atomic
     write_json_atomic(store.path_for(a["run_id"]), changed)  # behind the store's back
     store.path_for(b["run_id"]).unlink()
     assert [(r.run_id, r.val_bpb) for r in store.list().rows] == [(a["run_id"], 0.5)]
@@ -310,7 +319,7 @@ def test_outdated_index_version_is_rebuilt(tmp_path):
 
 def _write_forever(root: str, marker: str, big: bool) -> None:
     """Puts records in a loop. With a marker, the rename of the first record waits (the kill lands there)."""
-    import harness.result as result_mod
+    import harness.atomic as result_mod
 
     if marker:
         real_replace = os.replace
@@ -437,3 +446,22 @@ def test_default_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_RESULTS", str(tmp_path / "elsewhere"))
     store = ResultStore()
     assert store.root == tmp_path / "elsewhere"
+
+
+def test_a_wave1_store_still_reads_and_forged_trust_is_not_believed(tmp_path):
+    from tests.conftest import REPO
+
+    store = ResultStore(tmp_path)
+    v1 = json.loads((REPO / "tests" / "fixtures" / "wave1_verified_docker.json").read_text())
+    store.runs_dir.mkdir(parents=True, exist_ok=True)
+    (store.runs_dir / f"{v1['run_id']}.json").write_text(json.dumps(v1))  # as wave 1 left it on disk
+    forged = make_record(0.5, trust="self-reported")
+    forged["trust"] = "verified"  # edited by hand: compat score, claimed verified
+    (store.runs_dir / f"{forged['run_id']}.json").write_text(json.dumps(forged))
+    listing = store.list(include_unverified=True)
+    assert listing.problems == []
+    rows = {r.run_id: r for r in listing.rows}
+    assert rows[v1["run_id"]].decision == "keep" and rows[v1["run_id"]].trust == "verified"
+    assert rows[forged["run_id"]].trust == "self-reported"
+    assert [r.run_id for r in store.leaderboard("tiny")] == [v1["run_id"]]  # the forged one is not verified
+    assert store.get(v1["run_id"])["schema_version"] == 2  # read as the current version

@@ -43,11 +43,11 @@ def test_fake_printed_score_gets_its_true_verified_score(tiny_bench, env):
                                             'print("val_bpb:          0.000100")'))
     report = submit(liar, opts(tiny_bench, env))
     r = report.results[0]
-    assert r.status == "ok" and r.evaluation["mode"] == "verified"
+    assert r.status == "ok" and r.evaluation.mode == "verified"
     assert r.metrics["reported_val_bpb"] == pytest.approx(0.0001)
     floor = r.provenance["benchmark"]["entropy_floor_bpb"]
-    assert r.val_bpb > floor and r.val_bpb == r.evaluation["evaluator"]["val_bpb"]
-    assert r.evaluation["evaluator"]["causality_probe"]["ok"]
+    assert r.val_bpb > floor and r.val_bpb == r.evaluation.evaluator["val_bpb"]
+    assert r.evaluation.evaluator["causality_probe"]["ok"]
     assert r.trust == "unisolated"  # scored by fixed code, but local training could reach anything
 
 
@@ -80,8 +80,8 @@ def test_unexportable_model_falls_back_to_self_reported(tiny_bench, env):
     report = submit(odd, opts(tiny_bench, env, seeds=3))
     assert len(report.results) == 1  # one informative self-reported run, then no more seeds spent
     r = report.results[0]
-    assert r.status == "ok" and r.evaluation["mode"] == "compat"
-    assert r.evaluation["export"]["error"] and r.trust == "unisolated"
+    assert r.status == "ok" and r.evaluation.mode == "compat"
+    assert r.evaluation.export.error and r.trust == "unisolated"
     assert r.val_bpb is not None  # train.py's own score, labelled as such
     # ... which never decides: a candidate cannot opt out of verification by breaking its export.
     assert not report.decision.keep and "not verifiable" in report.decision.reason and report.scores == []
@@ -139,7 +139,7 @@ def test_cli_submit_results_leaderboard_score(tiny_bench, env):
     assert rescored.exit_code == 0, rescored.output
     doc = json.loads(rescored.stdout)
     assert doc["metrics"]["val_bpb"] == pytest.approx(rows[0]["val_bpb"], rel=1e-9)
-    assert doc["evaluation"]["rescored"] and doc["evaluation"]["decision"] == "keep"
+    assert doc["evaluation"]["rescored"] and doc["decision"]["label"] == "keep"
 
 
 def test_cli_submit_refuses_invalid_file(env, tmp_path):
@@ -149,42 +149,44 @@ def test_cli_submit_refuses_invalid_file(env, tmp_path):
     assert out.exit_code == 1 and "train.py:1:8: error forbidden-import" in out.output
 
 
-def _result(tmp_path, **kw):
-    from harness.result import RunResult, Timings
+def _outcome(tmp_path, val_bpb=2.0):
+    from harness.record import Outcome, Timings
 
-    prov = {"benchmark": {"entropy_floor_bpb": 1.9}, "seed": 1}
-    base = dict(run_id="20261126-000000-abcdef", status="ok", reason=None, trust="verified", backend="docker",
-                isolated=True, provenance=prov, timings=Timings(0, 1, 100, 1, 60, 5, 100), metrics={"val_bpb": 2.0},
-                budget_s=60, hard_timeout_s=240, log_path=str(tmp_path / "log.txt"))
-    base.update(kw)
-    return RunResult(**base)
+    return Outcome(status="ok", reason=None, backend="docker", isolated=True, log_path=str(tmp_path / "log.txt"),
+                   timings=Timings(0, 1, 100, 1, 60, 5, 100), metrics={"val_bpb": val_bpb})
 
 
 def test_score_below_the_entropy_floor_is_invalid(tmp_path):
-    from harness.verify import check_floor
+    from harness.pipeline.judge import check_floor
 
-    honest = _result(tmp_path, metrics={"val_bpb": 1.95})
-    check_floor(honest)
+    honest = check_floor(_outcome(tmp_path, 1.95), 1.9)
     assert honest.status == "ok"
-    leak = _result(tmp_path, metrics={"val_bpb": 0.4})
-    check_floor(leak)
+    leak = check_floor(_outcome(tmp_path, 0.4), 1.9)
     assert leak.status == "invalid" and "leakage" in leak.reason
 
 
 def test_training_past_budget_is_flagged_and_not_counted(tmp_path):
     """The harness's own clock (the feed's first and last batch, harness/clock.py), not what train.py prints."""
+    from dataclasses import replace
+
     from harness.clock import ClockLimits, judge
     from harness.feed import FeedStats
-    from harness.run import attach_clock
+    from harness.pipeline.judge import with_clock_flags
+    from harness.record import VERIFIED, Evaluation, RunRecord
     from harness.submit import counted_runs
 
     limits = ClockLimits(60, 20, 2, 0.05, 15)
-    slow = _result(tmp_path, evaluation={"mode": "verified"})
-    attach_clock(slow, judge(FeedStats(1005.0, 1005.0 + limits.window_s + 1, 9, 9, 9, 1), 1000.0, 1075.0, limits, True))
-    assert "over_budget" in slow.flags and slow.timings.training_observed_s == pytest.approx(limits.window_s + 1)
-    fine = _result(tmp_path, evaluation={"mode": "verified"})
-    attach_clock(fine, judge(FeedStats(1005.0, 1065.0, 9, 9, 9, 1), 1000.0, 1070.0, limits, True))
-    assert fine.flags == [] and fine.timings.training_observed_s == pytest.approx(60)
+    scored = Evaluation(mode=VERIFIED, evaluator={"ok": True}, training_status="ok")
+
+    def record(clock):
+        outcome = with_clock_flags(replace(_outcome(tmp_path), clock=clock.to_dict()), clock)
+        return RunRecord(run_id="20261126-000000-abcdef", budget_s=60, hard_timeout_s=240, outcome=outcome,
+                         provenance={"seed": 1}, evaluation=scored)
+
+    slow = record(judge(FeedStats(1005.0, 1005.0 + limits.window_s + 1, 9, 9, 9, 1), 1000.0, 1075.0, limits, True))
+    assert "over_budget" in slow.flags and slow.clock["window_s"] == pytest.approx(limits.window_s + 1)
+    fine = record(judge(FeedStats(1005.0, 1065.0, 9, 9, 9, 1), 1000.0, 1070.0, limits, True))
+    assert fine.flags == () and fine.clock["window_s"] == pytest.approx(60)
     assert counted_runs([slow, fine], verified=True) == [fine]
 
 
@@ -270,23 +272,30 @@ def test_cli_submit_refuses_a_directory_as_tsv(env):
 # --- seeds the candidate ignores, and the spread floor ------------------------------------------
 
 def test_runs_with_equal_scores_across_seeds_are_flagged_seed_ignored(tmp_path):
+    from dataclasses import replace
+
+    from harness.record import RunRecord
     from harness.submit import flag_seed_ignored
 
+    ids = iter(range(100))
+
     def run(seed, bpb, status="ok", flags=()):
-        prov = {"benchmark": {"entropy_floor_bpb": 1.9}, "seed": seed}
-        return _result(tmp_path, provenance=prov, status=status, metrics={"val_bpb": bpb}, flags=list(flags))
+        outcome = replace(_outcome(tmp_path, bpb), status=status, flags=tuple(flags))
+        return RunRecord(run_id=f"20261126-000000-{next(ids):06x}", budget_s=60, hard_timeout_s=240,
+                         outcome=outcome, provenance={"benchmark": {"entropy_floor_bpb": 1.9}, "seed": seed})
+
+    def flags(records):
+        return [list(r.flags) for r in records]
 
     a, b, c = run(1, 2.0123, flags=["throttled"]), run(2, 2.0123), run(3, 2.0456)
     crashed = run(4, 2.0123, status="crash")
-    assert flag_seed_ignored([a, b, c, crashed]) == [a, b]
-    assert a.flags == ["seed_ignored", "throttled"] and b.flags == ["seed_ignored"]
-    assert c.flags == [] and crashed.flags == []
-    flag_seed_ignored([a, b])
-    assert a.flags == ["seed_ignored", "throttled"]  # sorted and unique, however often it runs
+    out = flag_seed_ignored([a, b, c, crashed])
+    assert flags(out) == [["seed_ignored", "throttled"], ["seed_ignored"], [], []]
+    assert flags(flag_seed_ignored(out[:2])) == [["seed_ignored", "throttled"], ["seed_ignored"]]  # sorted, unique
     same_seed = [run(7, 2.0), run(7, 2.0)]  # one seed run twice: equal scores say nothing
-    assert flag_seed_ignored(same_seed) == [] and [r.flags for r in same_seed] == [[], []]
+    assert flags(flag_seed_ignored(same_seed)) == [[], []]
     honest = [run(1, 2.0123001), run(2, 2.0123)]  # 1e-7 apart: two seeds that happened to land close
-    assert flag_seed_ignored(honest) == []
+    assert flags(flag_seed_ignored(honest)) == [[], []]
 
 
 def test_class_noise_comes_from_the_baselines_file(tmp_path):
@@ -311,8 +320,10 @@ def test_class_noise_comes_from_the_baselines_file(tmp_path):
     assert not floored.keep and "class's seed noise" in floored.reason
 
 
-FIXED_SEED = TOY.read_text().replace("torch.manual_seed(SEED)", "torch.manual_seed(0)").replace(
-    "while time.time() - t0 < TIME_BUDGET:", "while step < 30:")
+# One thread: the same seed gives the same floats however loaded the machine is; 10 steps stay inside
+# the clock's window on a busy 2-core machine.
+FIXED_SEED = TOY.read_text().replace("torch.manual_seed(SEED)", "torch.manual_seed(0)\ntorch.set_num_threads(1)").replace(
+    "while time.time() - t0 < TIME_BUDGET:", "while step < 10:")
 
 
 def test_a_candidate_that_fixes_its_own_seed_is_flagged_and_still_counts(tiny_bench, env):
@@ -342,21 +353,21 @@ if int(os.environ["HARNESS_SEED"]) % 2:  # an agent that gives up on the seeds i
 
 
 def test_crashing_on_unlucky_seeds_cannot_choose_the_lucky_ones(tiny_bench, env, monkeypatch):
-    import harness.run
+    import harness.pipeline.request
 
     seeds = iter([2, 3])
-    monkeypatch.setattr(harness.run, "choose_seed", lambda asked: next(seeds))
+    monkeypatch.setattr(harness.pipeline.request, "choose_seed", lambda asked: next(seeds))
     picker = env / "picker.py"
     picker.write_text(UNLUCKY_SEEDS_CRASH + TOY.read_text())
     report = submit(picker, opts(tiny_bench, env, seeds=2))
     lucky, unlucky = report.results
-    assert (lucky.status, lucky.evaluation["mode"], unlucky.status) == ("ok", "verified", "crash")
+    assert (lucky.status, lucky.evaluation.mode, unlucky.status) == ("ok", "verified", "crash")
     # Alone, the lucky seed would be the first scored submission on this class, so kept; it is not.
     assert not report.decision.keep
     assert "1 of 2 seed(s) did not count (seed 2: crash" in report.decision.reason
     store = ResultStore(env / "results")
     assert store.get(lucky.run_id)["flags"] == ["seeds_failed"]
-    assert store.get(lucky.run_id)["evaluation"]["decision"] == "discard"
+    assert store.get(lucky.run_id)["decision"]["label"] == "discard"
     # Nothing of it on a leaderboard (the local backend's runs are unisolated: asked for explicitly here).
     assert store.leaderboard(tiny_bench.name, include_unverified=True) == []
     assert store.best(tiny_bench.name, include_unverified=True) is None

@@ -3,7 +3,7 @@
 A backend runs one candidate train.py to completion, enforces the hard timeout itself,
 streams every output line to a callback and saves the log. It never raises for what the
 candidate did (crash, timeout, Ctrl-C): that is all in the outcome. Deciding the run's
-status from the outcome and the log is harness/outcome.py's job, not the backend's.
+status from the outcome and the log is harness/pipeline/judge.py's job, not the backend's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from harness.benchmarks import Benchmark
 
@@ -102,7 +102,21 @@ def command_paths(request: RunRequest, *, python: str, fixed: str, data: str, ou
 
 
 class Backend(Protocol):
+    """What the pipeline needs of a backend. The executor hooks (probe_hardware ... cancel) have this
+    host's defaults in harness/backends/host.py (OnThisHost); a remote backend overrides them."""
     name: str
     isolated: bool  # False: a process on the host (every result of it says "unisolated")
 
     def execute(self, request: RunRequest, on_line: LineCallback) -> ProcessOutcome: ...
+
+    # -- the executor hooks: where the run happens, the hardware is probed and sampled --
+    def probe_hardware(self, gpu: str | None = None, nvml_module: Any = None) -> Any: ...
+
+    def start_telemetry(self, gpu_uuid: str | None, series_path: Path,
+                        nvml_module: Any = None) -> tuple[Any, str | None]: ...
+
+    def stage_in(self, request: RunRequest) -> None: ...
+
+    def stage_out(self, request: RunRequest) -> None: ...
+
+    def cancel(self, request: RunRequest) -> None: ...

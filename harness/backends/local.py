@@ -15,6 +15,7 @@ import threading
 import time
 
 from harness.backends.base import LineCallback, ProcessOutcome, RunRequest, command_paths, visible_data_dir
+from harness.backends.host import OnThisHost
 from harness.backends.logsink import LogSink
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -31,7 +32,7 @@ def _reader(fd: int, sink: LogSink) -> None:
         sink.feed(chunk, 1)
 
 
-class LocalBackend:
+class LocalBackend(OnThisHost):
     name = "local"
     isolated = False  # a plain process with this user's rights: every result of it says "unisolated"
 

@@ -31,7 +31,7 @@ The harness owns the clock and the container's whole life; the kernel owns the l
      run_dir/out (output.py): regular files and directories only (symlinks, hard links, devices, FIFOs and
      unsafe names are skipped and noted), at most limits.output bytes and one entry per 4 KiB of
      it, files owned by the invoking user. A /out found full (no free block or inode) gives
-     kill_reason "output_limit" (the run could not write all it wanted; outcome.py makes it a crash);
+     kill_reason "output_limit" (the run could not write all it wanted; pipeline/judge.py makes it a crash);
   7. read State.OOMKilled and ALWAYS remove(force=True).
 
 Ctrl-C (KeyboardInterrupt in the calling thread) at any point kills and removes the container
@@ -67,6 +67,7 @@ from harness.backends.docker.output import copy_out
 from harness.backends.docker.runtimes import RuntimeMissing, pick_runtime
 from harness.backends.docker.spec import DEFAULT_UID, LABEL, LABEL_RUN_ID, candidate_path, container_spec, out_dir
 from harness.backends.docker.streams import Reader, Waiter
+from harness.backends.host import OnThisHost
 from harness.backends.logsink import LogSink
 
 DEFAULT_IMAGE = "harness-cpu:latest"
@@ -95,7 +96,7 @@ class _State:
     output_bytes: int | None = None
 
 
-class DockerBackend:
+class DockerBackend(OnThisHost):
     """Runs a RunRequest in a fresh container; see the module docstring.
 
     runtime: the OCI runtime dockerd starts the container with, by its name in dockerd's config

@@ -1,0 +1,90 @@
+"""Several runs of one candidate with fresh harness-chosen seeds (submit, baseline, noise), on one device,
+verified unless asked not; with the one fallback for a model that could not be exported: one
+self-reported run, which never counts toward a verified decision. The runs are held (not yet written)
+until the caller's decision: see harness/pipeline/finish.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import paths
+from harness.data import cache_info
+from harness.backends.base import Backend
+from harness.hw.context import HardwareContext
+from harness.pipeline.backend import backend_and_hardware, hooks
+from harness.pipeline.judge import compat_evaluation
+from harness.pipeline.once import execute_run
+from harness.pipeline.request import Event, RunOptions
+from harness.record import COMPAT, VERIFIED, RunRecord
+from harness.sanitize import clean_text
+from harness.store import ResultStore
+
+
+@dataclass
+class SeedOptions:
+    """What a multi-seed command (submit, baseline, noise) asks of the pipeline."""
+    benchmark: Any
+    seeds: int | None = None  # None: the benchmark's significance.seeds
+    description: str = ""
+    backend: str = "auto"
+    verified: bool = True  # False: compatibility mode (val mounted, train.py's own score, self-reported)
+    budget_s: float | None = None
+    results_dir: Path | None = None
+    baselines_path: Path | None = None
+    runs_dir: Path | None = None
+    gpu: str | None = None
+    calibrate: bool = True
+    nvml_module: Any = None
+    runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
+
+
+def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambda _k, _v: None,
+              hw: HardwareContext | None = None, backend: Backend | None = None) -> list[RunRecord]:
+    """n runs of one candidate with fresh harness-chosen seeds, held until the caller decides."""
+    bench = opts.benchmark
+    cache = cache_info(bench)
+    # once: every seed runs on the same backend and device, probed by the backend where its runs happen
+    if backend is None:
+        backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module, hw)
+    elif hw is None:
+        hw = hooks(backend).probe_hardware(opts.gpu, opts.nvml_module)
+    baselines_path = Path(opts.baselines_path or paths.baselines_file())
+    store = ResultStore(opts.results_dir)
+    records: list[RunRecord] = []
+    for i in range(n):
+        on_event("seed", {"index": i + 1, "of": n})
+        run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
+                              description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
+                              calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
+                              nvml_module=opts.nvml_module, results_dir=store.root)
+        record = execute_run(train_py, run_opts, on_event=on_event, cache=cache, backend=backend, write=False)
+        export = record.evaluation.export if record.evaluation else None
+        if opts.verified and record.status == "ok" and export is not None and not export.ok:
+            # The model could not be exported: score it the autoresearch way, labelled self-reported.
+            on_event("fallback", {"run_id": record.run_id, "error": export.error})
+            compat = RunOptions(**{**run_opts.__dict__, "verified": False, "seed": record.seed})
+            fallback = compat_evaluation("export failed; train.py's own score, self-reported", export)
+            finish_unscored(record)
+            record = execute_run(train_py, compat, on_event=on_event, cache=cache, backend=backend, write=False,
+                                 evaluation=fallback)
+        records.append(record)
+        if record.status == "aborted":  # Ctrl-C or SIGTERM ends the whole submission, not one seed
+            break
+        if record.evaluation is not None and record.evaluation.mode == COMPAT and opts.verified:
+            break  # unexportable: every seed would be too, and a self-reported score never counts
+    return records
+
+
+def finish_unscored(record: RunRecord) -> None:
+    """The verified run whose export failed is replaced by its compat run: its folder keeps its record."""
+    from harness.pipeline.finish import write_record
+
+    write_record(record)
+
+
+def scored_by_fixed_code(record: RunRecord) -> bool:
+    """An ok run whose score the fixed evaluator computed (not train.py's own print)."""
+    return (record.status == "ok" and record.val_bpb is not None and record.evaluation is not None
+            and record.evaluation.mode == VERIFIED)
