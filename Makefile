@@ -38,7 +38,7 @@ test: venv
 # Throughput and overhead figures, measured side by side in one run.
 bench: venv
 	$(HARNESS) prepare --benchmark tiny
-	$(PY) -m harness.bench
+	$(PY) -m harness.bench --nvml-stand-in tests/fakes/pynvml.py
 	$(PY) -m harness.bench_integrity
 
 # The run images: a Docker engine if none is reachable, then the CPU image built offline.

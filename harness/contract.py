@@ -71,10 +71,11 @@ RUN_FILES = {
 
 EXIT_OK = 0  # success: the run ended ok, the submission was kept, the file is valid
 EXIT_FAILED = 1  # the thing checked or run failed: a run not ok, a discard, an invalid file, a build error
-EXIT_USAGE = 2  # the command could not start: bad arguments, missing data or image, unreadable input
+EXIT_USAGE = 2  # the command could not start: bad arguments, unprepared data, a missing input file
 
 EXIT_CODES = {
     EXIT_OK: "success (a run ended ok, a submission was kept, a file is valid)",
     EXIT_FAILED: "the thing checked or run failed (a run not ok, a discard, an invalid file)",
-    EXIT_USAGE: "the command could not start (bad arguments, unprepared data, a missing image or daemon)",
+    EXIT_USAGE: "the command could not start (bad arguments, an unknown benchmark or backend, unprepared data, a "
+                "missing input file)",
 }

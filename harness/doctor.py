@@ -207,7 +207,7 @@ def run_checks(
         ok = free >= min_free_gb
         checks.append(Check(
             f"disk {p}", ok, f"{free:.1f} GB free" + ("" if ok else f" (< {min_free_gb:g} GB)"),
-            f"free space on the filesystem of {p} (old runs: harness clean; images: docker system prune)",
+            f"free space on the filesystem of {p} (old runs: make clean; images: docker system prune)",
         ))
     return checks
 

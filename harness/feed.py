@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import contract
 from harness.fixedcode import load_fixed_module
 
 REQUEST = struct.Struct("<III")
 ANSWER = struct.Struct("<II")
-SOCKET_NAME = "feed.sock"
+SOCKET_NAME = contract.FEED_SOCKET
 MAX_ROWS = 1 << 12  # rows per request
 MAX_T = 1 << 16
 MAX_TOKENS = 1 << 24  # per request: 16 M tokens (a climbmix batch is 64 x 2048 = 131 k)

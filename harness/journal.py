@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import contract
 from harness.atomic import write_json_atomic
 
-JOURNAL = "journal.json"
+JOURNAL = contract.RUN_JOURNAL
 
 
 def _proc_start(pid: int) -> str | None:
@@ -84,6 +85,7 @@ class Recovered:
     run_id: str
     run_dir: Path
     reason: str
+    status: str = "aborted"  # the status it was recorded with (a held run keeps its own)
 
 
 def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
@@ -98,7 +100,7 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
             continue
         if not isinstance(doc, dict) or owner_alive(doc) is not False:
             continue
-        if (run_dir / "result.json").exists():  # it died after writing its record: only the journal is left
+        if (run_dir / contract.RUN_RESULT).exists():  # it died after writing its record: only the journal is left
             end(run_dir)
             continue
         record = dict(doc.get("record") or {})
@@ -109,7 +111,7 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
             reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died before the "
                       f"submission's decision; the run's own record was kept by a later harness command at {died}")
             _keep(run_dir, doc, record)
-            out.append(Recovered(record["run_id"], run_dir, reason))
+            out.append(Recovered(record["run_id"], run_dir, reason, str(record.get("status"))))
             continue
         reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died during the run; "
                   f"recorded by a later harness command at {died}")
@@ -126,7 +128,7 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
 
 def _keep(run_dir: Path, doc: dict[str, Any], record: dict[str, Any]) -> None:
     """Write the record (result.json, and the store the run belonged to), then end the journal."""
-    write_json_atomic(run_dir / "result.json", record)
+    write_json_atomic(run_dir / contract.RUN_RESULT, record)
     if doc.get("results_dir"):
         from harness.store import ResultStore
 

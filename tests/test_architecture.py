@@ -204,3 +204,24 @@ def test_one_module_level_function_named_decide():
                 defs.append(f"{_rel(path)}:{node.lineno}")
     assert len(defs) <= 1, ("more than one module-level function is named decide; name each for what it decides:\n"
                             + "\n".join(defs))
+
+
+def test_product_code_never_imports_the_tests():
+    found = []
+    for path in _sources().values():
+        for node in ast.walk(_tree(path)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if any(n == "tests" or n.startswith("tests.") for n in names):
+                found.append(f"{_rel(path)}:{node.lineno}")
+    assert not found, "harness/ imports from tests/ (test doubles are handed in, never imported):\n" + "\n".join(found)
+
+
+def test_only_the_pipeline_writes_a_run_record():
+    """The record is written once, by harness/pipeline/finish.py (and journal.py, for a run whose harness died)."""
+    writers = []
+    for path in _sources().values():
+        text = path.read_text()
+        if "RUN_RESULT" in text and "write_json_atomic" in text:
+            writers.append(_rel(path))
+    assert sorted(writers) == ["harness/journal.py", "harness/pipeline/finish.py"], writers

@@ -87,9 +87,24 @@ def test_unexportable_model_falls_back_to_self_reported(tiny_bench, env):
     assert not report.decision.keep and "not verifiable" in report.decision.reason and report.scores == []
 
 
-def test_decision_store_and_schema(tiny_bench, env):
+def test_decision_store_and_schema(tiny_bench, env, monkeypatch):
+    import collections
+
+    import harness.pipeline.finish as finish
+    import harness.store
+
+    writes = collections.Counter()
+    real_write, real_put = finish.write_json_atomic, harness.store.ResultStore.put
+    monkeypatch.setattr(finish, "write_json_atomic", lambda path, doc: (writes.update([str(path)]),
+                                                                        real_write(path, doc))[1])
+    monkeypatch.setattr(harness.store.ResultStore, "put", lambda self, doc: (writes.update(["put " + doc["run_id"]]),
+                                                                             real_put(self, doc))[1])
     first = submit(TOY, opts(tiny_bench, env, seeds=2, description="toy"))
     assert first.decision.keep and "first scored submission" in first.decision.reason
+    # A verified submit writes each run's record once, with its decision: result.json once, the store once.
+    for r in first.results:
+        assert writes[str(Path(r.log_path).parent / "result.json")] == 1 and writes["put " + r.run_id] == 1
+        assert r.decision.label == "keep" and r.decision.seeds == 2
     worse = env / "worse.py"
     worse.write_text(TOY.read_text().replace("lr=0.05", "lr=0.0000001"))
     second = submit(worse, opts(tiny_bench, env, seeds=2, description="tiny lr"))

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+from harness import contract
 from harness.backends.base import LineCallback, ProcessOutcome, RunRequest, command_paths, visible_data_dir
 from harness.backends.host import OnThisHost
 from harness.backends.logsink import LogSink
@@ -46,14 +47,14 @@ class LocalBackend(OnThisHost):
         data = visible_data_dir(request)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
         env.update(request.env)
-        env["HARNESS_DATA_DIR"] = str(data)
+        env[contract.ENV_DATA_DIR] = str(data)
         env["PYTHONPATH"] = str(request.fixed_dir)
         env["PYTHONUNBUFFERED"] = "1"
         command = command_paths(request, python=self.python, fixed=str(request.fixed_dir), data=str(data),
                                 out=str(request.run_dir / "out"), train_py=str(request.train_py),
                                 mounts={k: str(v) for k, v in {**request.extra_mounts, **request.rw_mounts}.items()})
         command = command or [self.python, "-u", str(request.train_py)]
-        sink = LogSink(request.run_dir / "log.txt", request.log_cap_bytes)
+        sink = LogSink(request.run_dir / contract.RUN_LOG, request.log_cap_bytes)
         started = time.time()
         timed_out = aborted = cancelled = False
         try:

@@ -4,8 +4,7 @@ What the table knows about each GPU family (PCI ids, peak FLOP/s, memory bandwid
 and the marketing memory sizes. Both :mod:`harness.hw.profile` (MIG profile names) and
 :mod:`harness.hw.gpu_class` (labels) read it; this module imports neither.
 
-The table loads with PyYAML when it is installed and otherwise with a small reader for the
-subset the file uses, so ``tests/gpu_check.sh`` needs only python3 + torch + nvidia-ml-py.
+The table is read with PyYAML (a dependency of the harness).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 ``load_fake_nvml()`` gives the fake ``pynvml`` of ``pynvml.py`` next to this file. The hardware code
 never loads it: it takes a pynvml-like module as an ``nvml_module`` argument, and tests hand this one in
 (``FAKE.make_module([...])`` for an independent machine per test, or the module itself as a default
-machine with one healthy H100 SXM). ``make bench`` (``harness/bench.py``) borrows it on a machine
-without a GPU.
+machine with one healthy H100 SXM). ``make bench`` hands its path to ``harness/bench.py``
+(``--nvml-stand-in``) on a machine without a GPU; no product code imports from tests/.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ from typing import Any
 import docker.errors
 import requests
 
+from harness import contract
 from harness.backends.base import LineCallback, ProcessOutcome, RunRequest
 from harness.backends.docker.client import DOCKER_UP_HINT, client_error, explain_api_error, from_env, image_hint
 from harness.backends.docker.keeper import KEEPER_MARGIN_S, KEEPER_REFUSED
@@ -71,7 +72,7 @@ from harness.backends.host import OnThisHost
 from harness.backends.logsink import LogSink
 
 DEFAULT_IMAGE = "harness-cpu:latest"
-LOG_NAME = "log.txt"
+LOG_NAME = contract.RUN_LOG
 TICK_S = 0.1  # how often the calling thread looks at the clock
 EXIT_DRAIN_S = 5.0  # after the exit, how long the reader may take to deliver the rest
 STOP_GRACE_S = 5.0  # after asking the keeper to end the run, how long until the container is killed outright

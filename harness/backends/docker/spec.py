@@ -38,6 +38,7 @@ from typing import Any
 
 import docker.types
 
+from harness import contract
 from harness.backends.base import RunRequest, command_paths
 from harness.backends.docker.keeper import KEEPER_LINGER_S, KEEPER_MARGIN_S, KEEPER_SOURCE, KEEPER_TOKEN_ENV
 from harness.benchmarks import size_bytes
@@ -199,8 +200,8 @@ def container_env(request: RunRequest, gpus: bool) -> dict[str, str]:
         value = str(value)
         env[key] = host_paths.get(value, host_paths.get(value.rstrip("/"), value))
     env.update({
-        "HARNESS_DATA_DIR": DATA_MOUNT,
-        "HARNESS_OUT_DIR": OUT_MOUNT,
+        contract.ENV_DATA_DIR: DATA_MOUNT,
+        contract.ENV_OUT_DIR: OUT_MOUNT,
         "PYTHONPATH": FIXED_MOUNT,
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",  # the mounts are read-only; don't even try
