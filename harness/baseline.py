@@ -16,7 +16,7 @@ from typing import Any, Callable
 from harness import paths
 from harness.pipeline.backend import backend_and_hardware
 from harness.pipeline.finish import write_record
-from harness.pipeline.seeds import run_seeds
+from harness.pipeline.seeds import run_seeds, salvage
 from harness.record import RunRecord
 from harness.scoring.baselines import Baselines, add_sample, load_baselines, save_baselines
 from harness.scoring.stats import Sample, summarize
@@ -50,7 +50,11 @@ def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: boo
     check_valid(train_py, opts.benchmark)
     backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, opts.benchmark, opts.gpu, opts.nvml_module)
     held = flag_seed_ignored(run_seeds(train_py, opts, runs, on_event, hw, backend))
-    results = [write_record(r, opts.results_dir, store=True) for r in held]  # once each, with its flags
+    try:
+        results = [write_record(r, opts.results_dir, store=True) for r in held]  # once each, with its flags
+    except BaseException as e:
+        salvage(held, opts.results_dir, f"stopped before every record was written ({type(e).__name__}: {e})")
+        raise
     used = [r for r in counted_runs(results, opts.verified) if include_flagged or not r.flags]
     return hw.cls.label, results, used
 

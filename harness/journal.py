@@ -14,6 +14,7 @@ containers are removed. Journals of runs on another host are left alone: only th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import contract
+from harness.record import UNDECIDED
 from harness.atomic import write_json_atomic
 
 JOURNAL = contract.RUN_JOURNAL
+log = logging.getLogger(__name__)
 
 
 def _proc_start(pid: int) -> str | None:
@@ -101,7 +104,10 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
         if not isinstance(doc, dict) or owner_alive(doc) is not False:
             continue
         if (run_dir / contract.RUN_RESULT).exists():  # it died after writing its record: only the journal is left
-            end(run_dir)
+            try:
+                _keep(run_dir, doc, json.loads((run_dir / contract.RUN_RESULT).read_text()), write=False)
+            except (OSError, ValueError):
+                end(run_dir)
             continue
         record = dict(doc.get("record") or {})
         if not record.get("run_id"):
@@ -110,6 +116,8 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
         if doc.get("finished"):  # the run itself had ended: its record stands, without a decision
             reason = (f"the harness process (pid {doc.get('pid')} on {doc.get('host')}) died before the "
                       f"submission's decision; the run's own record was kept by a later harness command at {died}")
+            # Never decided: flagged, so that one lucky seed of a cut-short submission reaches no leaderboard.
+            record["flags"] = sorted(set(record.get("flags") or []) | {UNDECIDED})
             _keep(run_dir, doc, record)
             out.append(Recovered(record["run_id"], run_dir, reason, str(record.get("status"))))
             continue
@@ -126,16 +134,20 @@ def recover(runs_dir: Path, remove_containers: bool = True) -> list[Recovered]:
     return out
 
 
-def _keep(run_dir: Path, doc: dict[str, Any], record: dict[str, Any]) -> None:
-    """Write the record (result.json, and the store the run belonged to), then end the journal."""
-    write_json_atomic(run_dir / contract.RUN_RESULT, record)
+def _keep(run_dir: Path, doc: dict[str, Any], record: dict[str, Any], write: bool = True) -> None:
+    """Write the record (result.json unless it is there already, and the store the run belonged to), then
+    end the journal. A record the store refuses stays in result.json: `harness results` reads only the
+    store, so the refusal is logged."""
+    if write:
+        write_json_atomic(run_dir / contract.RUN_RESULT, record)
     if doc.get("results_dir"):
         from harness.store import ResultStore
 
         try:
             ResultStore(doc["results_dir"]).put(record)
-        except Exception:  # noqa: BLE001 - result.json is written; the store can be reindexed later
-            pass
+        except Exception as e:  # noqa: BLE001 - result.json holds it; one bad record must not stop recovery
+            log.warning("run %s: the store %s refused its record (%s); it is in %s", record.get("run_id"),
+                        doc["results_dir"], e, run_dir / contract.RUN_RESULT)
     end(run_dir)
 
 

@@ -18,6 +18,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 SCHEMA_VERSION = 2
+# Flags that are facts about a run's submission rather than the run alone (decided in harness/submit.py and
+# harness/journal.py); every flag keeps a run out of baselines, references and leaderboards.
+SEED_IGNORED = "seed_ignored"  # scores the same whatever the harness's seed: the candidate fixed its own
+SEEDS_FAILED = "seeds_failed"  # another seed of its submission did not count, or the submission was cut short
+UNDECIDED = "undecided"  # its submission never reached a decision (the harness died between seeds)
 STATUSES = ("ok", "crash", "timeout", "nan", "oom", "aborted", "infra_error", "invalid")
 TRUST_LEVELS = ("verified", "self-reported", "unisolated")
 
@@ -141,13 +146,26 @@ class Hardware:
 
 def decide_trust(outcome: Outcome, evaluation: Evaluation | None) -> str:
     """The one place trust is decided. unisolated: the run was a plain host process (the local backend);
-    verified: isolated training (no val split) that ended ok with a score the fixed evaluator computed;
-    anything else isolated is self-reported."""
-    if not outcome.isolated:
+    verified: isolated training (no val split) that ended ok, a model that exported, and a score the fixed
+    evaluator computed in isolated runs, the very score the record carries; anything else isolated is
+    self-reported. Every part must agree, so a record edited in one place is not verified."""
+    if not outcome.isolated or outcome.backend == "local":
         return "unisolated"
-    if outcome.status == "ok" and evaluation is not None and evaluation.scored and outcome.val_bpb is not None:
+    ev = evaluation
+    if (outcome.status == "ok" and ev is not None and ev.scored and ev.training_status == "ok"
+            and ev.export is not None and ev.export.ok and evaluator_isolated(ev.evaluator)
+            and outcome.val_bpb is not None and outcome.val_bpb == ev.evaluator.get("val_bpb")):
         return "verified"
     return "self-reported"
+
+
+def evaluator_isolated(verdict: Mapping[str, Any] | None) -> bool:
+    """The scorer and the model servers ran in isolated runs (containers), not as host processes."""
+    if not verdict:
+        return False
+    if "isolated" in verdict:
+        return verdict["isolated"] is True
+    return verdict.get("backend") not in (None, "local")  # a version 1 verdict names its backend only
 
 
 @dataclass(frozen=True)
@@ -280,7 +298,10 @@ class RunRecord:
             raise RecordError("a record must be a JSON object")
         version = doc.get("schema_version")
         if version == 1:
-            doc = migrate_v1(doc)
+            try:
+                doc = migrate_v1(doc)
+            except (ValueError, TypeError, AttributeError) as e:
+                raise RecordError(f"a version 1 record that cannot be read: {e}") from None
         elif version != SCHEMA_VERSION:
             raise RecordError(f"schema_version {version!r}: this harness reads versions 1 and {SCHEMA_VERSION}")
         try:
@@ -299,7 +320,7 @@ class RunRecord:
                        if doc.get("decision") else None)
         except KeyError as e:
             raise RecordError(f"missing field {e.args[0]!r}") from None
-        except (TypeError, AttributeError) as e:
+        except (TypeError, AttributeError, ValueError) as e:
             raise RecordError(f"malformed record: {e}") from None
 
 

@@ -41,7 +41,9 @@ from harness.scoring.leaderboard import Row, best_by_mean, rank, samples_of, sor
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 1  # bump when the index table changes: an index of another version is rebuilt
+# Bump when the index table or what it caches changes: an index of another version is rebuilt. 2: trust is
+# re-derived from each record's parts (harness.record.decide_trust).
+INDEX_VERSION = 2
 BUSY_TIMEOUT_S = 15.0
 TMP_MAX_AGE_S = 60.0  # rebuild_index leaves younger temp files alone: a live writer may own them
 _RUN_ID_PREFIX = re.compile(r"^[0-9a-f-]+$")
@@ -118,7 +120,10 @@ def current_record(doc: Any) -> dict[str, Any]:
     from harness.record import RecordError as BadRecord, RunRecord, migrate_v1
 
     if isinstance(doc, dict) and doc.get("schema_version") == 1:
-        doc = migrate_v1(doc)
+        try:
+            doc = migrate_v1(doc)
+        except (ValueError, TypeError, AttributeError) as e:
+            raise RecordError(f"a version 1 record that cannot be read: {e}") from None
     validate_record(doc)
     try:
         return RunRecord.from_dict(doc).to_dict()

@@ -22,8 +22,8 @@ from harness.benchmarks import Benchmark
 from harness.fixedcode import file_sha256
 from harness.pipeline.backend import backend_and_hardware
 from harness.pipeline.finish import write_record
-from harness.pipeline.seeds import SeedOptions, run_seeds, scored_by_fixed_code
-from harness.record import COMPAT, RunRecord, SubmissionDecision
+from harness.pipeline.seeds import SeedOptions, run_seeds, salvage, scored_by_fixed_code
+from harness.record import COMPAT, SEED_IGNORED, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
 from harness.scoring.baselines import load_baselines
 from harness.scoring.decision import Decision, keep_or_discard
@@ -34,8 +34,6 @@ from harness.validate import ValidationReport, validate_file
 
 Event = Callable[[str, Any], None]
 
-SEED_IGNORED = "seed_ignored"
-SEEDS_FAILED = "seeds_failed"  # a scored run of a submission some of whose other seeds did not count
 OVER_BUDGET = "over_budget"
 SAME_SCORE = 1e-8  # BPB: equal to 8 decimals, orders of magnitude below any class's seed-to-seed spread
 
@@ -137,17 +135,28 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
     backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module)
     results = flag_seed_ignored(run_seeds(train_py, opts, opts.seeds or int(bench.significance["seeds"]),
                                           on_event, hw, backend))
+    try:
+        return _decide_and_write(train_py, opts, hw.cls.label, results, tsv_path, tsv_note)
+    except BaseException as e:  # Ctrl-C, a corrupt store or baselines file ...: every run still gets its record
+        salvage(results, opts.results_dir, f"the submission stopped before its decision ({type(e).__name__}: {e})")
+        raise
+
+
+def _decide_and_write(train_py: Path, opts: SubmitOptions, gpu_class: str, results: list[RunRecord],
+                      tsv_path: Path | None, tsv_note: str) -> SubmitReport:
+    bench = opts.benchmark
     store = ResultStore(opts.results_dir)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     counted = counted_runs(results, opts.verified)
     counted_ids = {r.run_id for r in counted}
     scores = [r.val_bpb for r in counted]
     verified_only = bool(counted) and all(r.trust == "verified" for r in counted)
-    reference = choose_reference(store, bench, file_sha256(train_py), hw.cls.label, verified_only, baselines_path)
+    reference = choose_reference(store, bench, file_sha256(train_py), gpu_class, verified_only, baselines_path)
     compat = [r for r in results if r.evaluation is not None and r.evaluation.mode == COMPAT]
     aborted = any(r.status == "aborted" for r in results)
     if aborted:
         decision = Decision(False, "aborted (Ctrl-C or SIGTERM): no decision; the records are stored", None, None)
+        results = [with_flag(r, SEEDS_FAILED) if r.run_id in counted_ids else r for r in results]  # cut short
     elif not counted and compat and opts.verified:
         export = compat[0].evaluation.export
         decision = Decision(False, f"not verifiable: the model could not be exported "
@@ -159,7 +168,7 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
         results = [with_flag(r, SEEDS_FAILED) if r.run_id in counted_ids else r for r in results]
     else:
         decision = decide_keep(scores, reference, float(bench.significance["alpha"]),
-                               class_noise_std(baselines_path, bench.name, hw.cls.label))
+                               class_noise_std(baselines_path, bench.name, gpu_class))
     label = "aborted" if aborted else ("keep" if decision.keep else "discard")
     made = SubmissionDecision(label=label, reason=decision.reason, reference=reference.label, seeds=len(results),
                               scores=tuple(scores), delta=decision.delta, p=decision.p)

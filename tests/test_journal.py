@@ -129,5 +129,6 @@ def test_a_held_run_whose_harness_died_keeps_its_own_record(tmp_path):
     write_json_atomic(run_dir / "journal.json", {**doc, "pid": 2 ** 22 + 7})  # its harness is gone
     [recovered] = journal.recover(tmp_path, remove_containers=False)
     assert "before the submission's decision" in recovered.reason
-    assert json.loads((run_dir / "result.json").read_text()) == finished  # its own status and score
+    # Its own status and score, flagged undecided: a cut-short submission's lucky seed reaches no leaderboard.
+    assert json.loads((run_dir / "result.json").read_text()) == {**finished, "flags": ["undecided"]}
     assert not (run_dir / "journal.json").exists()

@@ -32,8 +32,8 @@ def _record(status="ok", isolated=True, evaluation=None, val_bpb=2.0) -> RunReco
                      provenance=prov, evaluation=evaluation)
 
 
-SCORED = Evaluation(mode=VERIFIED, export=Export(ok=True), evaluator={"ok": True, "val_bpb": 2.0},
-                    training_status="ok")
+SCORED = Evaluation(mode=VERIFIED, export=Export(ok=True), training_status="ok",
+                    evaluator={"ok": True, "val_bpb": 2.0, "backend": "docker", "isolated": True})
 
 
 def test_trust_is_decided_from_the_parts_alone():
@@ -44,6 +44,15 @@ def test_trust_is_decided_from_the_parts_alone():
     assert _record(evaluation=Evaluation(mode=COMPAT)).trust == "self-reported"
     assert _record(evaluation=replace(SCORED, evaluator={"ok": False})).trust == "self-reported"
     assert _record(evaluation=SCORED, val_bpb=None).trust == "self-reported"
+    # Every part must agree: one edited field is not verified.
+    assert _record(evaluation=SCORED, val_bpb=0.01).trust == "self-reported"  # not the evaluator's score
+    assert _record(evaluation=replace(SCORED, training_status="crash")).trust == "self-reported"
+    assert _record(evaluation=replace(SCORED, export=Export(ok=False))).trust == "self-reported"
+    assert _record(evaluation=replace(SCORED, export=None)).trust == "self-reported"
+    local_eval = replace(SCORED, evaluator={**SCORED.evaluator, "backend": "local", "isolated": False})
+    assert _record(evaluation=local_eval).trust == "self-reported"  # the model ran as a host process
+    edited = _record(isolated=False, evaluation=SCORED)
+    assert replace(edited, outcome=replace(edited.outcome, isolated=True)).trust == "unisolated"  # backend local
 
 
 def test_a_record_round_trips_through_its_schema_and_flags_are_a_sorted_set():

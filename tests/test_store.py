@@ -16,6 +16,7 @@ import pytest
 
 from harness.record import COMPAT, VERIFIED, Evaluation, Export, Hardware, Outcome, RunRecord, Timings
 from harness.store import (
+    INDEX_VERSION,
     AmbiguousRunId,
     RecordError,
     ResultStore,
@@ -48,8 +49,9 @@ def make_record(val_bpb: float | None = 1.0, *, sha: str = SHA_A, benchmark: str
                  "val_bpb": val_bpb if status == "ok" else None},
         flags=tuple(flags or ()))
     # The trust a test asks for follows from the parts, as in a real record (harness.record.decide_trust).
-    evaluation = (Evaluation(mode=VERIFIED, export=Export(ok=True), evaluator={"ok": True, "val_bpb": val_bpb},
-                             training_status="ok") if trust == "verified" else Evaluation(mode=COMPAT))
+    evaluation = (Evaluation(mode=VERIFIED, export=Export(ok=True), training_status="ok",
+                             evaluator={"ok": True, "val_bpb": val_bpb, "backend": "docker", "isolated": True})
+                  if trust == "verified" else Evaluation(mode=COMPAT))
     result = RunRecord(
         run_id=run_id, budget_s=5.0, hard_timeout_s=185.0, outcome=outcome, evaluation=evaluation,
         provenance={
@@ -237,7 +239,9 @@ def test_listing_follows_changed_and_deleted_files(tmp_path):
     from harness.atomic import write_json_atomic
     write_json_atomic(store.path_for(a["run_id"]), changed)  # behind the store's back
     store.path_for(b["run_id"]).unlink()
-    assert [(r.run_id, r.val_bpb) for r in store.list().rows] == [(a["run_id"], 0.5)]
+    # The edited score is no longer the evaluator's: the row follows the file, and is not verified any more.
+    rows = store.list(include_unverified=True).rows
+    assert [(r.run_id, r.val_bpb, r.trust) for r in rows] == [(a["run_id"], 0.5, "self-reported")]
 
 
 # --- corruption and rebuilds ------------------------------------------------------------------
@@ -314,7 +318,7 @@ def test_outdated_index_version_is_rebuilt(tmp_path):
         con.execute("PRAGMA user_version = 999")
     assert [r.run_id for r in store.list().rows] == [rec["run_id"]]
     with sqlite3.connect(tmp_path / "index.sqlite") as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == INDEX_VERSION
 
 
 def _write_forever(root: str, marker: str, big: bool) -> None:

@@ -386,3 +386,23 @@ def test_crashing_on_unlucky_seeds_cannot_choose_the_lucky_ones(tiny_bench, env,
     # Nothing of it on a leaderboard (the local backend's runs are unisolated: asked for explicitly here).
     assert store.leaderboard(tiny_bench.name, include_unverified=True) == []
     assert store.best(tiny_bench.name, include_unverified=True) is None
+
+
+def test_a_submit_stopped_before_its_decision_still_writes_every_run(tiny_bench, env, monkeypatch):
+    """Ctrl-C (or a corrupt store) after the seeds: each finished run gets its record, decision aborted,
+    its score flagged, so a cut-short submission's lucky seed reaches no leaderboard."""
+    import harness.submit
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.submit, "choose_reference", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        submit(TOY, opts(tiny_bench, env, seeds=1))
+    store = ResultStore(env / "results")
+    [row] = store.list(include_flagged=True, include_unverified=True).rows
+    doc = store.get(row.run_id)
+    assert doc["status"] == "ok" and doc["decision"]["label"] == "aborted" and "seeds_failed" in doc["flags"]
+    run_dir = Path(doc["log_path"]).parent
+    assert json.loads((run_dir / "result.json").read_text()) == doc and not (run_dir / "journal.json").exists()
+    assert store.leaderboard(tiny_bench.name, include_unverified=True) == []

@@ -138,7 +138,8 @@ def score(run_dir: Path = typer.Argument(..., help="A finished run's folder (run
 
     try:
         record = rescore_run(run_dir, backend, runtime, results)
-    except (OSError, RescoreError, DataError, HardwareError, RunError, BenchmarkError) as e:
+    except (OSError, RescoreError, DataError, HardwareError, RunError, BenchmarkError, KeyError, TypeError,
+            ValueError) as e:
         fail(str(e))
     if as_json:
         emit_json(record.to_dict())

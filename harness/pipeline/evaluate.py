@@ -160,6 +160,7 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend,
     result["log_path"] = str(outcome.log_path)
     result["server_logs"] = [str(req.run_dir / contract.RUN_LOG) for req in servers]
     result["backend"] = outcome.backend
+    result["isolated"] = all(o.isolated for o in [outcome, *outcomes.values()] if isinstance(o, ProcessOutcome))
     # The runtime each container of the evaluation ran under (scorer and both model servers), as started.
     result["runtimes"] = sorted({o.runtime for o in [outcome, *outcomes.values()]
                                  if isinstance(o, ProcessOutcome) and getattr(o, "runtime", None)})

@@ -30,10 +30,10 @@ def write_record(record: RunRecord, results_dir: Path | None = None, store: bool
         record = replace(record, decision=decision)
     run_dir = run_dir_of(record)
     doc = record.to_dict()
-    write_json_atomic(run_dir / contract.RUN_RESULT, doc)
-    if store:
+    if store:  # the store first: should this process die before result.json, recovery writes both again
         from harness.store import ResultStore
 
         ResultStore(results_dir).put(doc)
+    write_json_atomic(run_dir / contract.RUN_RESULT, doc)
     journal.end(run_dir)
     return record

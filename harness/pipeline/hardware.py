@@ -14,7 +14,7 @@ from harness.hw.context import HardwareContext
 from harness.hw.telemetry import flags_for
 from harness.pipeline.train import Watcher
 from harness.record import Hardware, Outcome
-from harness.scoring.baselines import Baselines, load_baselines
+from harness.scoring.baselines import BaselineFormatError, Baselines, load_baselines
 from harness.scoring.normalize import normalize
 
 
@@ -56,7 +56,10 @@ def normalization(outcome: Outcome, hardware: Hardware, hw: HardwareContext, ben
     if outcome.status != "ok" or bpb is None:
         return None
     path = Path(baselines_path or paths.baselines_file())
-    baselines = load_baselines(path) if path.exists() else Baselines()
+    try:
+        baselines = load_baselines(path) if path.exists() else Baselines()
+    except BaselineFormatError as e:  # the run's own outcome stands; only its comparison is missing
+        return {"error": f"{path}: {e}", "baselines_file": str(path)}
     cal = (hardware.calibration or {}).get("result")
     n = normalize(bpb, hw.cls.label, baselines, calibration=cal, benchmark=bench.name)
     return {**n.to_dict(), "line": n.line(), "baselines_file": str(path)}

@@ -102,9 +102,9 @@ def judge_verified(outcome: Outcome, export: Export | None, verdict: Mapping[str
                "reported_val_bpb": reported if reported is None or math.isfinite(reported) else None}
     evaluation = Evaluation(mode=VERIFIED, export=export, evaluator=verdict, training_status=outcome.status,
                             rescored=rescored)
+    metrics["val_bpb"] = None  # only the evaluator's score is a score; train.py's stays as reported_val_bpb
     if outcome.status != "ok":
         return replace(outcome, metrics=metrics), evaluation  # a crash, timeout, NaN loss ... keeps its status
-    metrics["val_bpb"] = None
     if export is None:
         return replace(outcome, status="crash", metrics=metrics,
                        reason="train.py never called evaluate_bpb, so there is no model to score"), evaluation

@@ -23,9 +23,12 @@ class RescoreError(RuntimeError):
 
 
 def read_record(run_dir: Path) -> RunRecord:
+    """The run's record as the store would read it: migrated, checked against the schema, trust re-derived."""
+    from harness.store import RecordError as InvalidRecord, current_record
+
     try:
-        return RunRecord.from_dict(json.loads((Path(run_dir) / contract.RUN_RESULT).read_text()))
-    except (OSError, ValueError, RecordError) as e:
+        return RunRecord.from_dict(current_record(json.loads((Path(run_dir) / contract.RUN_RESULT).read_text())))
+    except (OSError, ValueError, RecordError, InvalidRecord) as e:
         raise RescoreError(f"{run_dir}: no readable {contract.RUN_RESULT} ({e})") from None
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import paths
+from harness import contract, journal, paths
 from harness.data import cache_info
 from harness.backends.base import Backend
 from harness.hw.context import HardwareContext
@@ -17,7 +17,7 @@ from harness.pipeline.backend import backend_and_hardware, hooks
 from harness.pipeline.judge import compat_evaluation
 from harness.pipeline.once import execute_run
 from harness.pipeline.request import Event, RunOptions
-from harness.record import COMPAT, VERIFIED, RunRecord
+from harness.record import COMPAT, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
 from harness.store import ResultStore
 
@@ -52,7 +52,20 @@ def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambd
         hw = hooks(backend).probe_hardware(opts.gpu, opts.nvml_module)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     store = ResultStore(opts.results_dir)
+    if opts.runs_dir is not None:  # the CLI recovers the default runs folder; one given here is recovered here
+        journal.recover(Path(opts.runs_dir))
     records: list[RunRecord] = []
+    try:
+        _seed_loop(train_py, opts, n, on_event, hw, backend, cache, baselines_path, store, records)
+    except BaseException as e:  # whatever stops the loop, the finished runs get their records
+        salvage(records, store.root, f"the submission stopped before its decision ({type(e).__name__}: {e})")
+        raise
+    return records
+
+
+def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: HardwareContext, backend: Backend,
+               cache: Any, baselines_path: Path, store: ResultStore, records: list[RunRecord]) -> None:
+    bench = opts.benchmark
     for i in range(n):
         on_event("seed", {"index": i + 1, "of": n})
         run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
@@ -74,7 +87,25 @@ def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambd
             break
         if record.evaluation is not None and record.evaluation.mode == COMPAT and opts.verified:
             break  # unexportable: every seed would be too, and a self-reported score never counts
-    return records
+
+
+def salvage(records: list[RunRecord], results_dir: Path | None, why: str) -> None:
+    """Write the record of every run still held (its journal open) of a submission that stopped before its
+    decision: decision `aborted`, and its scored runs flagged seeds_failed (a cut-short submission's lucky
+    seed reaches no leaderboard). Runs already written keep their records. Never raises: the journal still
+    holds what could not be written, for the next harness command."""
+    from harness.pipeline.finish import run_dir_of, write_record
+
+    decision = SubmissionDecision(label="aborted", reason=why, seeds=len(records))
+    for r in records:
+        if not (run_dir_of(r) / contract.RUN_JOURNAL).exists():
+            continue
+        if r.status == "ok":
+            r = r.with_outcome(flags=(*r.flags, SEEDS_FAILED))
+        try:
+            write_record(r, results_dir, store=True, decision=decision)
+        except Exception:  # noqa: BLE001 - recovery picks it up from its journal
+            pass
 
 
 def finish_unscored(record: RunRecord) -> None:
@@ -85,6 +116,7 @@ def finish_unscored(record: RunRecord) -> None:
 
 
 def scored_by_fixed_code(record: RunRecord) -> bool:
-    """An ok run whose score the fixed evaluator computed (not train.py's own print)."""
+    """An ok run whose score the fixed evaluator computed (not train.py's own print): the same test trust
+    makes (harness.record.Evaluation.scored)."""
     return (record.status == "ok" and record.val_bpb is not None and record.evaluation is not None
-            and record.evaluation.mode == VERIFIED)
+            and record.evaluation.scored)
