@@ -50,6 +50,7 @@ class SubmitError(RuntimeError):
 class SubmitOptions(SeedOptions):
     tsv: bool = True  # append a results.tsv row (where: tsv_target)
     tsv_path: Path | None = None  # --tsv: the row goes here; None: the current directory's repository
+    reference: "Reference | None" = None  # compare with this (harness ci: the branch's last kept commit)
 
 
 @dataclass
@@ -151,7 +152,8 @@ def _decide_and_write(train_py: Path, opts: SubmitOptions, gpu_class: str, resul
     counted_ids = {r.run_id for r in counted}
     scores = [r.val_bpb for r in counted]
     verified_only = bool(counted) and all(r.trust == "verified" for r in counted)
-    reference = choose_reference(store, bench, file_sha256(train_py), gpu_class, verified_only, baselines_path)
+    reference = opts.reference or choose_reference(store, bench, file_sha256(train_py), gpu_class, verified_only,
+                                                   baselines_path)
     compat = [r for r in results if r.evaluation is not None and r.evaluation.mode == COMPAT]
     aborted = any(r.status == "aborted" for r in results)
     if aborted:

@@ -39,3 +39,22 @@ def test_readme_states_the_exit_codes():
     readme = (REPO / "README.md").read_text()
     for code in contract.EXIT_CODES:
         assert f"{code} " in readme[readme.index("Exit codes:"):][:400], f"README.md does not state exit code {code}"
+
+
+def _layout_paths(text: str) -> set[str]:
+    table = _section(text, "## Layout")
+    return set(re.findall(r"`((?:harness|fixed|submissions|images|tests)/[^`]*|[A-Za-z.][\w.-]*\.(?:md|yaml|cuda))`",
+                          table))
+
+
+def test_the_layout_tables_match_the_tree():
+    """Every path a Layout table names exists, and every module and folder of harness/ has a row."""
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "harness").rglob("*.py")}
+    for doc in ("README.md", "docs/design.md"):
+        listed = _layout_paths((REPO / doc).read_text())
+        missing = sorted(p for p in listed if "/" in p and "*" not in p and not (REPO / p.rstrip("/")).exists())
+        assert not missing, f"{doc}'s Layout table names paths that do not exist: {missing}"
+        folders = {p for p in listed if p.endswith("/")}
+        uncovered = sorted(m for m in modules
+                           if m not in listed and not any(m.startswith(f) for f in folders))
+        assert not uncovered, f"{doc}'s Layout table has no row for: {uncovered}"

@@ -226,3 +226,17 @@ def test_floored_p_never_beats_a_test_at_the_floor(cand, ref, noise):
     t = (ma - mb) / math.sqrt(sa ** 2 / len(cand) + sb ** 2 / len(ref))
     assert d.p >= t_cdf(t, 1e9) - 1e-12  # no df makes a t distribution tighter than the normal one
     assert d.p >= welch(cand, ref).p_one_sided - 1e-12  # and the floor never makes the test bolder
+
+
+def test_single_seeds_use_the_class_noise_as_a_known_spread():
+    from statistics import NormalDist
+
+    # One seed each: a z-test with the class's seed noise, p = Phi(delta / (sigma * sqrt(2))).
+    d = keep_or_discard([0.90], [1.00], alpha=0.05, noise_std=0.02)
+    assert d.keep and d.p == pytest.approx(NormalDist().cdf(-0.1 / (0.02 * 2 ** 0.5)), rel=1e-9)
+    assert "z-test on the class's seed noise" in d.reason
+    close = keep_or_discard([0.99], [1.00], alpha=0.05, noise_std=0.02)
+    assert not close.keep and "within noise" in close.reason  # 0.35 sigma: not significant
+    assert not keep_or_discard([1.10], [1.00], alpha=0.05, noise_std=0.02).keep  # worse
+    # Without a measured noise there is no test at all.
+    assert "need >= 2 seeds" in keep_or_discard([0.5], [1.0], alpha=0.05).reason

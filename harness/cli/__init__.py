@@ -7,6 +7,7 @@ from harness.cli import runs  # noqa: F401
 from harness.cli import results  # noqa: F401
 from harness.cli import baselines  # noqa: F401
 from harness.cli import machine  # noqa: F401
+from harness.cli import ci  # noqa: F401
 from harness.cli.common import app
 
 __all__ = ["app", "entrypoint"]

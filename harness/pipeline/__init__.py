@@ -11,6 +11,7 @@ through here and none of them re-implements a stage.
     once.py      one run through all six (`harness run`)
     seeds.py     several seeds of one candidate, with the export-failure fallback (submit, baseline, noise)
     rescore.py   the evaluate and judge stages again for a finished run (`harness score`)
+    refuse.py    the record of a candidate refused before any run (harness ci: missing, binary, invalid)
     backend.py   which backend, image and container runtime a command's runs get
 """
 

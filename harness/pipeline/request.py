@@ -61,6 +61,7 @@ class RunOptions:
     verified: bool = False  # train without val, export the model, score it with fixed code elsewhere
     results_dir: Path | None = None  # the store the record goes to (a recovered run is recorded there too)
     runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
+    origin: dict[str, Any] | None = None  # where the candidate came from (its git commit, branch ...): provenance
 
 
 def new_run_id() -> str:

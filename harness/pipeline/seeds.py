@@ -38,6 +38,7 @@ class SeedOptions:
     calibrate: bool = True
     nvml_module: Any = None
     runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
+    origin: dict[str, Any] | None = None  # where the candidate came from (harness ci: repo, branch, commit ...)
 
 
 def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambda _k, _v: None,
@@ -71,7 +72,7 @@ def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: H
         run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
                               description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
                               calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
-                              nvml_module=opts.nvml_module, results_dir=store.root)
+                              nvml_module=opts.nvml_module, results_dir=store.root, origin=opts.origin)
         record = execute_run(train_py, run_opts, on_event=on_event, cache=cache, backend=backend, write=False)
         export = record.evaluation.export if record.evaluation else None
         if opts.verified and record.status == "ok" and export is not None and not export.ok:

@@ -58,6 +58,8 @@ def keep_or_discard(candidate: Sequence[float], reference: Sequence[float], alph
         noise_std = None  # a zero or broken estimate says nothing about the noise
     cand, ref = finite_samples(candidate, "candidate"), finite_samples(reference, "reference")
     delta = (math.fsum(cand) / len(cand) - math.fsum(ref) / len(ref)) if cand and ref else None
+    if (len(cand) < MIN_SEEDS or len(ref) < MIN_SEEDS) and cand and ref and noise_std is not None:
+        return _known_noise(cand, ref, alpha, noise_std)
     if len(cand) < MIN_SEEDS or len(ref) < MIN_SEEDS:
         missing = []
         if len(cand) < MIN_SEEDS:
@@ -65,8 +67,9 @@ def keep_or_discard(candidate: Sequence[float], reference: Sequence[float], alph
         if len(ref) < MIN_SEEDS:
             missing.append(f"the reference has {len(ref)}")
         return Decision(keep=False, delta=delta, p=None,
-                        reason=(f"need >= {MIN_SEEDS} seeds on both sides for a t-test ({' and '.join(missing)}): "
-                                f"run harness submit --seeds 3"))
+                        reason=(f"need >= {MIN_SEEDS} seeds on both sides for a t-test ({' and '.join(missing)}), or "
+                                f"a class baseline for its seed noise: run harness submit --seeds 3, or harness "
+                                f"baseline --runs 5 once"))
     (mean_a, var_a), (mean_b, var_b) = mean_var(cand), mean_var(ref)
     std_a, std_b = math.sqrt(var_a), math.sqrt(var_b)
     floor = noise_std if noise_std is not None else max(std_a, std_b)
@@ -89,6 +92,21 @@ def keep_or_discard(candidate: Sequence[float], reference: Sequence[float], alph
                         p=w.p_one_sided)
     return Decision(keep=False, reason=f"within noise: Δ {d}, p = {p} >= {alpha:g}{note}", delta=w.delta,
                     p=w.p_one_sided)
+
+
+def _known_noise(cand: list[float], ref: list[float], alpha: float, sigma: float) -> Decision:
+    """Too few seeds for a t-test on a side (a single-seed CI walk): a one-sided z-test with the class's
+    measured seed noise as the known spread of every score."""
+    delta = math.fsum(cand) / len(cand) - math.fsum(ref) / len(ref)
+    z = delta / (sigma * math.sqrt(1.0 / len(cand) + 1.0 / len(ref)))
+    p = 0.5 * math.erfc(-z / math.sqrt(2.0))  # P(Z <= z): small when the candidate is clearly lower
+    d, ps = format_delta(delta), format_p(p)
+    how = f" (z-test on the class's seed noise {sigma:.2g}: {len(cand)} and {len(ref)} seed(s))"
+    if delta > 0.0:
+        return Decision(keep=False, reason=f"worse: Δ {d}{how}", delta=delta, p=p)
+    if delta < 0.0 and p < alpha:
+        return Decision(keep=True, reason=f"significant: Δ {d}, p = {ps} < {alpha:g}{how}", delta=delta, p=p)
+    return Decision(keep=False, reason=f"within noise: Δ {d}, p = {ps} >= {alpha:g}{how}", delta=delta, p=p)
 
 
 def _floor_note(floor: float, from_class: bool, cand_raised: bool, ref_raised: bool) -> str:
