@@ -216,3 +216,29 @@ def test_a_force_pushed_branch_reports_its_gone_commits(lab, walked, lab_env):
     assert any((ResultStore(root / "results").get(r.run_id)["provenance"]["submission"]["git"] or {}).get("commit")
                == shas["fake"] for r in ResultStore(root / "results").list(include_flagged=True,
                                                                           include_unverified=True).rows)
+
+
+def test_bad_candidates_are_refused_with_the_reason(tmp_path):
+    """Missing, too large, binary, not UTF-8: read with git and refused before anything runs."""
+    from types import SimpleNamespace
+
+    from harness.ci import gitwalk, walk
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    cases = {"missing": {"other.py": "x = 1\n"}, "latin1": {"train.py": "caf\xe9 = 1\n".encode("latin-1")},
+             "nul": {"train.py": b"a\x00b"}, "big": {"train.py": "#" * (walk.DEFAULT_MAX_BYTES + 1)},
+             "fine": {"train.py": "print('hi')\n"}}
+    fake = SimpleNamespace(top=repo, opts=SimpleNamespace(path="train.py"))
+    reasons = {}
+    for name, files in cases.items():
+        if name != "missing":
+            (repo / "other.py").unlink(missing_ok=True)
+        sha = commit(repo, name, files)
+        if name != "missing":
+            git(repo, "rm", "-q", "--cached", "--ignore-unmatch", "other.py")
+        content, problem = walk._read(fake, gitwalk.blob_at(repo, sha, "train.py"))
+        reasons[name] = problem
+    assert "missing" in reasons["missing"] and "not UTF-8" in reasons["latin1"]
+    assert "binary" in reasons["nul"] and "larger than" in reasons["big"] and reasons["fine"] is None
