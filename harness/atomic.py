@@ -10,12 +10,17 @@ from typing import Any
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
+    """The document as JSON (no NaN: a record is always valid JSON), all or nothing."""
+    write_bytes_atomic(path, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: a reader sees all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -10,7 +10,7 @@ import unicodedata
 import pytest
 from junitparser import Failure, JUnitXml, Skipped
 
-from harness.ci import report as ci_report
+from harness import atomic
 from harness.ci.model import (
     CACHED,
     DISCARD,
@@ -160,7 +160,7 @@ def test_write_junit_replaces_atomically(tmp_path, monkeypatch):
     path.write_text("old", encoding="utf-8")
     calls = []
     real = os.replace
-    monkeypatch.setattr(ci_report.os, "replace", lambda a, b: calls.append((a, b)) or real(a, b))
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: calls.append((a, b)) or real(a, b))
     write_junit(REPORT, path)
     ((src, dst),) = calls
     assert os.path.dirname(src) == str(tmp_path) and str(dst) == str(path)
@@ -169,7 +169,7 @@ def test_write_junit_replaces_atomically(tmp_path, monkeypatch):
     def boom(a, b):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ci_report.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError):
         write_junit(DRY, path)
     assert JUnitXml.fromfile(str(path)).tests == 6  # the old file is whole

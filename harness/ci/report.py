@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from junitparser import Failure, JUnitXml, Skipped, SystemErr, SystemOut, TestCase, TestSuite
@@ -34,6 +33,7 @@ from harness.ci.model import (
     CiReport,
     CommitResult,
 )
+from harness.atomic import write_bytes_atomic
 from harness.sanitize import clean_text
 
 # XML 1.0 allows only these characters; clean_text leaves a few others (U+FFFE, U+FFFF: unassigned).
@@ -167,27 +167,10 @@ def junit_xml(report: CiReport) -> str:
     return buf.getvalue().decode("utf-8")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_junit(report: CiReport, path: str | os.PathLike[str]) -> Path:
     """Write junit_xml(report) to ``path`` atomically (a temp file in the same folder, then a rename)."""
     path = Path(path)
-    _write_atomic(path, junit_xml(report).encode("utf-8"))
+    write_bytes_atomic(path, junit_xml(report).encode("utf-8"))
     return path
 
 
