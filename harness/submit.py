@@ -23,7 +23,7 @@ from harness.fixedcode import file_sha256
 from harness.pipeline.backend import backend_and_hardware
 from harness.pipeline.finish import write_record
 from harness.pipeline.seeds import SeedOptions, run_seeds, salvage, scored_by_fixed_code
-from harness.record import COMPAT, SEED_IGNORED, SEEDS_FAILED, RunRecord, SubmissionDecision
+from harness.record import COMPAT, OVER_BUDGET, SEED_IGNORED, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
 from harness.scoring.baselines import load_baselines
 from harness.scoring.decision import Decision, keep_or_discard
@@ -34,7 +34,6 @@ from harness.validate import ValidationReport, validate_file
 
 Event = Callable[[str, Any], None]
 
-OVER_BUDGET = "over_budget"
 SAME_SCORE = 1e-8  # BPB: equal to 8 decimals, orders of magnitude below any class's seed-to-seed spread
 
 

@@ -12,12 +12,11 @@ from harness.backends.base import ProcessOutcome
 from harness.clock import ClockVerdict
 from harness.logparse import Summary, parse_summary, saw_nan, saw_oom, traceback_tail
 from harness.pipeline.train import Trained
-from harness.record import COMPAT, VERIFIED, Evaluation, Export, Outcome, Timings, finite
+from harness.record import COMPAT, OVER_BUDGET, VERIFIED, Evaluation, Export, Outcome, Timings, finite
 
 # A score this far below the benchmark's entropy floor cannot come from a model that did not see the
 # val text (finite-sample fluctuation of the tiny val set is ~0.003 bits per byte).
 FLOOR_TOLERANCE = 0.02
-OVER_BUDGET = "over_budget"
 CLOCK_KILL = "killed by the harness's clock"
 
 

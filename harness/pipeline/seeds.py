@@ -14,6 +14,7 @@ from harness.data import cache_info
 from harness.backends.base import Backend
 from harness.hw.context import HardwareContext
 from harness.pipeline.backend import backend_and_hardware, hooks
+from harness.pipeline.finish import run_dir_of, write_record
 from harness.pipeline.judge import compat_evaluation
 from harness.pipeline.once import execute_run
 from harness.pipeline.request import Event, RunOptions
@@ -95,8 +96,6 @@ def salvage(records: list[RunRecord], results_dir: Path | None, why: str) -> Non
     decision: decision `aborted`, and its scored runs flagged seeds_failed (a cut-short submission's lucky
     seed reaches no leaderboard). Runs already written keep their records. Never raises: the journal still
     holds what could not be written, for the next harness command."""
-    from harness.pipeline.finish import run_dir_of, write_record
-
     decision = SubmissionDecision(label="aborted", reason=why, seeds=len(records))
     for r in records:
         if not (run_dir_of(r) / contract.RUN_JOURNAL).exists():
@@ -111,8 +110,6 @@ def salvage(records: list[RunRecord], results_dir: Path | None, why: str) -> Non
 
 def finish_unscored(record: RunRecord) -> None:
     """The verified run whose export failed is replaced by its compat run: its folder keeps its record."""
-    from harness.pipeline.finish import write_record
-
     write_record(record)
 
 
