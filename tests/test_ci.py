@@ -242,3 +242,18 @@ def test_bad_candidates_are_refused_with_the_reason(tmp_path):
         reasons[name] = problem
     assert "missing" in reasons["missing"] and "not UTF-8" in reasons["latin1"]
     assert "binary" in reasons["nul"] and "larger than" in reasons["big"] and reasons["fine"] is None
+
+
+def test_a_score_is_reused_only_for_the_same_executor_and_enough_seeds(lab, walked, lab_env):
+    """The cache never stands an unisolated (local) score in for a container's, nor one seed for two."""
+    repo = lab[0]
+
+    def hows(*extra):
+        out = runner.invoke(app, ["ci", "score", "--repo", str(repo), "--branches", "agent/good", "--base", "main",
+                                  *FAST, *extra, "--dry-run", "--json"])
+        return [c["how"] for c in json.loads(out.stdout)["branches"][0]["commits"]]
+
+    scored = hows()
+    assert scored and set(scored) == {"cached"}
+    assert hows("--backend", "docker") == ["planned"] * len(scored)  # the last --backend wins
+    assert hows("--seeds", "2") == ["planned"] * len(scored)  # the last --seeds wins

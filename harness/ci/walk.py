@@ -28,7 +28,7 @@ from harness.data import cache_info
 from harness.fixedcode import fixed_hashes
 from harness.pipeline.backend import backend_and_hardware
 from harness.pipeline.refuse import REFUSED_BACKEND, refuse
-from harness.record import RunRecord
+from harness.record import COMPAT, RunRecord
 from harness.sanitize import clean_text
 from harness.store import ResultStore, gpu_class_of
 from harness.submit import (Reference, SubmitOptions, class_noise_std, counted_runs, decide_keep,
@@ -113,7 +113,8 @@ def _walk_branch(walk: _Walk, branch: gitwalk.Branch, base_ref: str) -> BranchRe
     walk.on_event("branch", {"name": branch.name, "base": base})
     # The base is scored as the base branch's commit (its record names that branch, not the agent's).
     base_branch = gitwalk.Branch(base_ref, base_ref, base)
-    base_result = _candidate(walk, base, base_branch, Reference("none", "the base of the branch"), is_head=False)
+    base_result = _candidate(walk, gitwalk.commit_info(top, base), gitwalk.blob_at(top, base, path), base_branch,
+                             Reference("none", "the base of the branch"), is_head=False)
     reference = _reference_of(base_result, f"the base {base[:12]}")
     shas = gitwalk.commits(top, base, branch.ref)
     commits: list[CommitResult] = []
@@ -124,7 +125,7 @@ def _walk_branch(walk: _Walk, branch: gitwalk.Branch, base_ref: str) -> BranchRe
         blob = gitwalk.blob_at(top, sha, path)
         if info.parent is not None and blob == gitwalk.blob_at(top, info.parent, path):
             continue  # the candidate did not change: nothing to score
-        result = _candidate(walk, sha, branch, reference, is_head=(sha == branch.head))
+        result = _candidate(walk, info, blob, branch, reference, is_head=(sha == branch.head))
         commits.append(result)
         if result.decision == KEEP:
             reference = _reference_of(result, f"the last kept commit {sha[:12]}")
@@ -138,11 +139,10 @@ def _reference_of(result: CommitResult, label: str) -> Reference:
     return Reference("best", label, list(result.scores)) if result.scores else Reference("none", f"{label} (no score)")
 
 
-def _candidate(walk: _Walk, sha: str, branch: gitwalk.Branch, reference: Reference, is_head: bool) -> CommitResult:
-    """One commit's candidate: refused, cached, planned or scored now."""
+def _candidate(walk: _Walk, info: gitwalk.CommitInfo, blob: str | None, branch: gitwalk.Branch, reference: Reference,
+               is_head: bool) -> CommitResult:
+    """One commit's candidate (blob: its file at the commit): refused, cached, planned or scored now."""
     opts, bench = walk.opts, walk.opts.benchmark
-    info = gitwalk.commit_info(walk.top, sha)
-    blob = gitwalk.blob_at(walk.top, sha, opts.path)
     origin = {"repo": walk.repo_name, "branch": branch.name, "commit": info.sha, "subject": info.subject,
               "author_time": info.author_time, "path": opts.path, "blob": blob}
     base = dict(sha=info.sha, subject=info.subject, author_time=info.author_time, blob=blob, is_head=is_head)
@@ -223,13 +223,29 @@ def _cached_runs(walk: _Walk, digest: str) -> list[RunRecord]:
     """The runs of the latest decided submission of this content on the same GPU class, budget and fixed
     code; [] when there is none (the candidate must run)."""
     docs = [d for d in _matching(walk, digest)
-            if d["backend"] != REFUSED_BACKEND and gpu_class_of(d) == walk.gpu_class
-            and d["budget_s"] == walk.budget and d["provenance"]["benchmark"].get("fixed_sha256") == walk.fixed]
+            if d["backend"] == walk.backend.name and _runtime_of(d) == _runtime_wanted(walk)
+            and gpu_class_of(d) == walk.gpu_class and d["budget_s"] == walk.budget
+            and d["provenance"]["benchmark"].get("fixed_sha256") == walk.fixed]
     if not docs:
         return []
     latest = max(docs, key=lambda d: d["provenance"]["created_at"])
     same = [d for d in docs if d["decision"] == latest["decision"]]  # the runs of that one submission
-    return [RunRecord.from_dict(d) for d in sorted(same, key=lambda d: d["provenance"]["created_at"])]
+    runs = [RunRecord.from_dict(d) for d in sorted(same, key=lambda d: d["provenance"]["created_at"])]
+    wanted = walk.opts.seeds or int(walk.opts.benchmark.significance["seeds"])
+    stopped_on_purpose = any(r.evaluation is not None and r.evaluation.mode == COMPAT for r in runs)  # unexportable
+    return runs if len(runs) >= wanted or stopped_on_purpose else []
+
+
+def _runtime_wanted(walk: _Walk) -> str | None:
+    """The container runtime this walk's runs get: an unisolated or a runc score is no stand-in for a runsc
+    one (nor the other way round); None: the daemon's default (runc), or no containers at all."""
+    name = getattr(walk.backend, "runtime", None)
+    return None if name in (None, "runc") else name
+
+
+def _runtime_of(doc: dict[str, Any]) -> str | None:
+    name = (doc["provenance"].get("runtime") or {}).get("name")
+    return None if name in (None, "runc") else name
 
 
 def _cached_refusal(walk: _Walk, digest: str) -> RunRecord | None:
