@@ -240,3 +240,12 @@ def test_single_seeds_use_the_class_noise_as_a_known_spread():
     assert not keep_or_discard([1.10], [1.00], alpha=0.05, noise_std=0.02).keep  # worse
     # Without a measured noise there is no test at all.
     assert "need >= 2 seeds" in keep_or_discard([0.5], [1.0], alpha=0.05).reason
+
+
+def test_the_class_noise_never_hides_a_sides_own_larger_spread():
+    # Three scattered candidate seeds against one reference seed: the z-test takes the candidate's own
+    # spread (0.2), not the class's (0.005), so a lottery of seeds is not a significant gain.
+    scattered = keep_or_discard([0.70, 1.10, 0.89], [1.00], alpha=0.05, noise_std=0.005)
+    assert not scattered.keep and "within noise" in scattered.reason and scattered.p > 0.1
+    steady = keep_or_discard([0.896, 0.897, 0.897], [1.00], alpha=0.05, noise_std=0.005)
+    assert steady.keep  # the same mean, with a steady spread, is significant

@@ -96,9 +96,11 @@ def keep_or_discard(candidate: Sequence[float], reference: Sequence[float], alph
 
 def _known_noise(cand: list[float], ref: list[float], alpha: float, sigma: float) -> Decision:
     """Too few seeds for a t-test on a side (a single-seed CI walk): a one-sided z-test with the class's
-    measured seed noise as the known spread of every score."""
+    measured seed noise as the spread of every score, or a side's own measured spread where it has one
+    and it is larger (a candidate whose seeds scatter widely is not judged as if it were steady)."""
     delta = math.fsum(cand) / len(cand) - math.fsum(ref) / len(ref)
-    z = delta / (sigma * math.sqrt(1.0 / len(cand) + 1.0 / len(ref)))
+    var_a, var_b = (max(sigma ** 2, mean_var(s)[1]) if len(s) >= MIN_SEEDS else sigma ** 2 for s in (cand, ref))
+    z = delta / math.sqrt(var_a / len(cand) + var_b / len(ref))
     p = 0.5 * math.erfc(-z / math.sqrt(2.0))  # P(Z <= z): small when the candidate is clearly lower
     d, ps = format_delta(delta), format_p(p)
     how = f" (z-test on the class's seed noise {sigma:.2g}: {len(cand)} and {len(ref)} seed(s))"
