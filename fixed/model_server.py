@@ -15,7 +15,9 @@ so a server that remembered its inputs still could not link a probe to its scori
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -37,13 +39,18 @@ class InvalidModel(ValueError):
 def load_program(path, device, workdir):
     """The checked, sanitized program as a callable module, refused when it writes to its inputs or keeps
     state between calls; and its fixed batch size (None: any batch)."""
+    # A folder of its own: two servers on one host (the local backend, a shared /tmp) never share a file.
+    own = tempfile.mkdtemp(prefix="model-server-", dir=workdir)
     try:
-        clean = archive_check.sanitize_archive(path, Path(workdir) / "checked.pt2")
-    except archive_check.ArchiveRefused as e:
-        raise InvalidModel(f"the exported archive is refused: {e}") from None
-    # Functionalize: in-place writes to inputs, buffers or parameters become explicit mutations in the
-    # signature (the training IR keeps them as plain copy_ nodes that the signature does not list).
-    program = torch.export.load(str(clean)).run_decompositions({})
+        try:
+            clean = archive_check.sanitize_archive(path, Path(own) / "checked.pt2")
+        except archive_check.ArchiveRefused as e:
+            raise InvalidModel(f"the exported archive is refused: {e}") from None
+        # Functionalize: in-place writes to inputs, buffers or parameters become explicit mutations in the
+        # signature (the training IR keeps them as plain copy_ nodes that the signature does not list).
+        program = torch.export.load(str(clean)).run_decompositions({})
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
     sig = program.graph_signature
     mutated = [name for kind in ("user_inputs_to_mutate", "buffers_to_mutate", "parameters_to_mutate")
                for name in (getattr(sig, kind, None) or {})]

@@ -105,6 +105,34 @@ def test_background_child_does_not_outlive_the_run(tiny_bench, tiny_cache, tmp_p
     assert r.status == "crash"
 
 
+def test_each_run_has_a_temp_folder_of_its_own(tiny_bench, tiny_cache, tmp_path):
+    # A shared /tmp let two runs' model servers write the same checked archive, so that one run's scorer
+    # could load another run's model (found with two test workers): TMPDIR is the run's own work folder.
+    body = "import os, tempfile\nprint('tmp', os.environ['TMPDIR'], tempfile.gettempdir())\nprint('---')\nprint('val_bpb: 3.0')\n"
+    r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path)
+    line = next(ln for ln in Path(r.log_path).read_text().splitlines() if ln.startswith("tmp "))
+    _, env_tmp, py_tmp = line.split()
+    assert env_tmp == py_tmp == str(Path(r.log_path).parent / "work")
+
+
+def test_two_model_servers_on_one_host_share_no_file(tmp_path, monkeypatch):
+    from harness.fixedcode import load_fixed_module
+
+    ms = load_fixed_module("model_server")
+    seen = []
+
+    def refuse(src, dest):  # where the server would write the checked archive
+        seen.append(Path(dest))
+        raise ms.archive_check.ArchiveRefused("stop here")
+
+    monkeypatch.setattr(ms.archive_check, "sanitize_archive", refuse)
+    for _ in range(2):
+        with pytest.raises(ms.InvalidModel):
+            ms.load_program(tmp_path / "model.pt2", "cpu", tmp_path)
+    assert seen[0].parent != seen[1].parent and {p.parent.parent for p in seen} == {tmp_path}
+    assert list(tmp_path.iterdir()) == []  # and each folder is gone after the load
+
+
 def test_log_is_capped(tiny_bench, tiny_cache, tmp_path):
     body = "for i in range(200000):\n    print('x' * 100)\nprint('---')\nprint('val_bpb: 2.5')\n"
     r = run_local(tiny_bench, tiny_cache, write(tmp_path, body), tmp_path, log_cap_bytes=100_000)

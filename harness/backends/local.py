@@ -50,6 +50,7 @@ class LocalBackend(OnThisHost):
         env[contract.ENV_DATA_DIR] = str(data)
         env["PYTHONPATH"] = str(request.fixed_dir)
         env["PYTHONUNBUFFERED"] = "1"
+        env["TMPDIR"] = str(work)  # its own temp folder, as a container's: processes of two runs share no file
         command = command_paths(request, python=self.python, fixed=str(request.fixed_dir), data=str(data),
                                 out=str(request.run_dir / "out"), train_py=str(request.train_py),
                                 mounts={k: str(v) for k, v in {**request.extra_mounts, **request.rw_mounts}.items()})
