@@ -12,6 +12,7 @@ from typing import Any
 from harness import __version__
 from harness.benchmarks import Benchmark
 from harness.data import CacheInfo
+from harness.fingerprint import benchmark_fingerprint
 from harness.fixedcode import file_sha256, fixed_hashes
 
 
@@ -39,7 +40,8 @@ def _git(path: Path) -> dict[str, Any] | None:
 
 
 def build_provenance(*, train_py: Path, description: str, bench: Benchmark, cache: CacheInfo, seed: int,
-                     backend: str, image: dict[str, Any] | None, fixed_dir: Path) -> dict[str, Any]:
+                     backend: str, image: dict[str, Any] | None, fixed_dir: Path,
+                     budget_s: float | None = None) -> dict[str, Any]:
     fixed = fixed_hashes(fixed_dir)
     return {
         "submission": {
@@ -51,6 +53,8 @@ def build_provenance(*, train_py: Path, description: str, bench: Benchmark, cach
         },
         "benchmark": {
             "name": bench.name,
+            # What makes two results comparable (harness/fingerprint.py), at the budget this run had.
+            "fingerprint": benchmark_fingerprint(bench, cache.manifest, fixed, budget_s),
             "config_sha256": cache.manifest["config_sha256"],
             "prepare_sha256": fixed.get("prepare.py"),
             "fixed_sha256": fixed,

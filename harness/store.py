@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the index table or what it caches changes: an index of another version is rebuilt. 2: trust is
 # re-derived from each record's parts (harness.record.decide_trust).
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 BUSY_TIMEOUT_S = 15.0
 TMP_MAX_AGE_S = 60.0  # rebuild_index leaves younger temp files alone: a live writer may own them
 _RUN_ID_PREFIX = re.compile(r"^[0-9a-f-]+$")
@@ -181,11 +181,12 @@ def row_of(record: dict[str, Any], path: Path) -> Row:
         submission_sha256=prov["submission"]["sha256"], description=prov["submission"]["description"],
         status=record["status"], trust=record["trust"], val_bpb=record["metrics"].get("val_bpb"),
         gpu_class=gpu_class_of(record), flags=list(record.get("flags") or []), seed=prov["seed"],
-        backend=record["backend"], decision=decision_of(record), path=path, reason=record.get("reason"))
+        backend=record["backend"], decision=decision_of(record), path=path, reason=record.get("reason"),
+        fingerprint=prov["benchmark"].get("fingerprint"))
 
 
 _COLUMNS = ("run_id", "created_at", "benchmark", "submission_sha256", "description", "status", "trust", "val_bpb",
-            "gpu_class", "flags", "seed", "backend", "decision", "reason", "file_ino", "file_mtime_ns", "file_size")
+            "gpu_class", "flags", "seed", "backend", "decision", "reason", "fingerprint", "file_ino", "file_mtime_ns", "file_size")
 
 _CREATE = ("""
 CREATE TABLE runs (
@@ -203,6 +204,7 @@ CREATE TABLE runs (
     backend TEXT NOT NULL,
     decision TEXT,
     reason TEXT,
+    fingerprint TEXT,             -- harness/fingerprint.py: which results compare (None: recorded before)
     file_ino INTEGER NOT NULL,    -- the file's identity when indexed: a changed file is re-read
     file_mtime_ns INTEGER NOT NULL,
     file_size INTEGER NOT NULL
@@ -218,7 +220,8 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
 def _db_value(row: Row, stamp: tuple[int, int, int]) -> tuple[Any, ...]:
     seed = row.seed if row.seed is None or -2**63 <= row.seed < 2**63 else str(row.seed)
     return (row.run_id, row.created_at, row.benchmark, row.submission_sha256, row.description, row.status, row.trust,
-            row.val_bpb, row.gpu_class, json.dumps(row.flags), seed, row.backend, row.decision, row.reason, *stamp)
+            row.val_bpb, row.gpu_class, json.dumps(row.flags), seed, row.backend, row.decision, row.reason,
+            row.fingerprint, *stamp)
 
 
 def _is_corrupt(e: sqlite3.DatabaseError) -> bool:
@@ -453,7 +456,7 @@ class ResultStore:
                   submission_sha256=d["submission_sha256"], description=d["description"], status=d["status"],
                   trust=d["trust"], val_bpb=d["val_bpb"], gpu_class=d["gpu_class"], flags=json.loads(d["flags"]),
                   seed=None if seed is None else int(seed), backend=d["backend"], decision=d["decision"],
-                  path=self.path_for(d["run_id"]), reason=d["reason"])
+                  path=self.path_for(d["run_id"]), reason=d["reason"], fingerprint=d["fingerprint"])
         return row, (d["file_ino"], d["file_mtime_ns"], d["file_size"])
 
     # -- files --

@@ -3,7 +3,8 @@ exit codes (harness/contract.py), and the callback that records runs whose harne
 
 The commands live by job: data.py (benchmarks, prepare), runs.py (validate, run, submit, score),
 results.py (results, leaderboard), baselines.py (noise, baseline, baselines-merge), machine.py (hw,
-doctor, image, janitor). Each is one small function over a library call.
+doctor, image, janitor), ci.py (ci score, ci status), exchange.py (keys, export, import). Each is one
+small function over a library call.
 
 Exit codes: 0 success, 1 the thing checked or run failed (invalid file, run not ok), 2 usage or setup errors.
 

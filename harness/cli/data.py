@@ -19,13 +19,24 @@ def benchmarks(as_json: bool = JsonOpt) -> None:
         found = load_benchmarks()
     except BenchmarkError as e:
         fail(str(e))
-    if as_json:
-        emit_json([b.to_dict() for b in found.values()])
-        return
+    from harness.data import DataError
+    from harness.fingerprint import local_fingerprint
+
+    docs = []
     for b in found.values():
+        try:  # the fingerprint covers the prepared data, so an unprepared benchmark has none yet
+            fp, why = local_fingerprint(b), None
+        except DataError as e:
+            fp, why = None, str(e)
+        docs.append({**b.to_dict(), "fingerprint": fp, "fingerprint_missing": why})
+    if as_json:
+        emit_json(docs)
+        return
+    for b, doc in zip(found.values(), docs):
         typer.echo(f"{b.name:10} vocab {b.vocab_size:<6} seq {b.seq_len:<5} eval {b.eval_tokens:<9} "
                    f"budget {b.time_budget_s:g}s  timeout {b.hard_timeout_s:g}s  {b.data['source']}")
         typer.echo(f"{'':10} {b.description}")
+        typer.echo(f"{'':10} fingerprint {doc['fingerprint'] or 'none: not prepared (harness prepare -b ' + b.name + ')'}")
 
 
 @app.command()

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from harness.cli.common import (BenchOpt, EXIT_FAILED, JsonOpt, ResultsOpt, app, emit_json, err, fail)
+from harness.cli.common import (BenchOpt, EXIT_FAILED, JsonOpt, ResultsOpt, app, bench_or_exit, emit_json, err,
+                                fail)
 from harness.sanitize import clean_text
 
 
@@ -79,12 +80,18 @@ def results_reindex(results: Optional[Path] = ResultsOpt) -> None:
 def leaderboard(benchmark: str = BenchOpt,
                 by: Optional[str] = typer.Option(None, "--by", help="gpu-class: one board per GPU class."),
                 all_runs: bool = typer.Option(False, "--all", help="Also flagged and unverified runs."),
+                labs: Optional[str] = typer.Option(None, "--labs", help="all, or LAB,LAB...: this lab's runs and "
+                                                   "those imported from other labs (harness import), by GPU class."),
+                incomparable: bool = typer.Option(False, "--incomparable", help="With --labs: also list runs "
+                                                  "whose benchmark fingerprint differs from this lab's."),
                 results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Best score per submission (throttled and unverified runs hidden unless --all)."""
     from harness.store import ResultStore
 
     if by not in (None, "gpu-class"):
         fail(f"--by takes gpu-class, not {by!r}")
+    if labs is not None:
+        return _cross_lab(benchmark, labs, incomparable, results, as_json)
     rows = ResultStore(results).leaderboard(benchmark, by_gpu_class=by == "gpu-class", include_flagged=all_runs,
                                             include_unverified=all_runs)
     if as_json:
@@ -96,3 +103,42 @@ def leaderboard(benchmark: str = BenchOpt,
         c = clean_text
         typer.echo(f"{i:3}. {r.val_bpb:.4f}  {c(r.gpu_class) or '-':24} {c(r.trust):13} "
                    f"{c(r.submission_sha256)[:12]}  {c(r.run_id)}  {c(r.description)[:50]}")
+
+
+def _cross_lab(benchmark: str, labs: str, incomparable: bool, results: Optional[Path], as_json: bool) -> None:
+    from harness import paths
+    from harness.data import DataError
+    from harness.exchange.board import cross_lab_board
+    from harness.exchange.keys import KeyProblem, load_keys
+    from harness.fingerprint import local_fingerprint
+
+    bench = bench_or_exit(benchmark)
+    try:
+        fingerprint = local_fingerprint(bench)
+    except DataError as e:
+        fingerprint = None
+        err.print(f"note: {clean_text(str(e))}: no run is comparable until it is", highlight=False)
+    try:
+        local_lab = load_keys().lab
+    except KeyProblem:
+        local_lab = None
+    wanted = None if labs == "all" else [x.strip() for x in labs.split(",") if x.strip()]
+    rows = cross_lab_board(Path(results or paths.results_dir()), benchmark, fingerprint,
+                           baselines_path=paths.baselines_file(), labs=wanted, include_incomparable=incomparable,
+                           local_lab=local_lab)
+    if as_json:
+        emit_json({"benchmark": benchmark, "fingerprint": fingerprint, "rows": [r.to_dict() for r in rows]})
+        return
+    if not rows:
+        typer.echo(f"no comparable scored runs for {benchmark} in any lab")
+        return
+    typer.echo(f"{benchmark}, fingerprint {fingerprint or 'unknown'}")
+    typer.echo(f"{'lab':14} {'class':24} {'submission':12} {'val_bpb mean ± std':>20} {'n':>3} {'Δ':>8} {'z':>6}  trust")
+    c = clean_text
+    for r in rows:
+        spread = f"{r.mean_bpb:.4f} ± {r.std_bpb:.4f}" if r.std_bpb is not None else f"{r.mean_bpb:.4f}"
+        delta = f"{r.delta:+.4f}" if r.delta is not None else "-"
+        z = f"{r.z:+.1f}" if r.z is not None else "-"
+        mark = "" if r.comparable else "  incomparable"
+        typer.echo(f"{c(r.lab)[:14]:14} {c(r.gpu_class or '-')[:24]:24} {c(r.submission_sha256 or '-')[:12]:12} "
+                   f"{spread:>20} {r.n:>3} {delta:>8} {z:>6}  {r.trust}{mark}")

@@ -141,7 +141,7 @@ def provisional_record(p: Prepared, backend: Backend) -> RunRecord:
     now = time.time()
     prov = build_provenance(train_py=p.original, description=p.description, bench=p.request.benchmark,
                             cache=p.cache, seed=p.seed, backend=backend.name, image=None,
-                            fixed_dir=p.request.fixed_dir)
+                            fixed_dir=p.request.fixed_dir, budget_s=p.budget_s)
     timings = Timings(started_at=now, first_output_at=None, ended_at=now, startup_s=None, training_s=None,
                       eval_s=None, total_s=0.0)
     outcome = Outcome(status="aborted", reason="the harness process died during the run", backend=backend.name,

@@ -30,6 +30,7 @@ class Row:
     decision: str | None
     path: Path
     reason: str | None = None
+    fingerprint: str | None = None  # harness/fingerprint.py; None: recorded before fingerprints
     samples: list[float] = field(default_factory=list)  # filled by leaderboard() and best(): the group's val_bpbs
 
     @property

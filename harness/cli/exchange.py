@@ -1,0 +1,155 @@
+"""Commands that move results between labs: keys (init, show), export, import (harness/exchange/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from harness import paths
+from harness.cli.common import EXIT_FAILED, JsonOpt, ResultsOpt, app, emit_json, fail
+from harness.sanitize import clean_text
+
+keys_app = typer.Typer(help="This lab's signing key (ed25519) and the labs whose bundles it trusts.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+TrustedOpt = typer.Option(None, "--trusted-keys", help="Trusted-keys file: one 'LAB ssh-ed25519 AAAA...' per "
+                                                       "line (default: the config directory's trusted_keys).")
+
+
+@keys_app.command("init")
+def keys_init(lab: str = typer.Option(..., "--lab", help="This lab's name, as other labs will see it."),
+              force: bool = typer.Option(False, "--force", help="Replace an existing key pair."),
+              as_json: bool = JsonOpt) -> None:
+    """Make this lab's ed25519 key pair (owner-only files under $XDG_CONFIG_HOME/harness) and trust it."""
+    from harness.exchange.keys import KeyProblem, config_dir, init_keys
+
+    try:
+        key = init_keys(lab, force=force)
+    except KeyProblem as e:
+        fail(str(e))
+    if as_json:
+        emit_json({"lab": key.lab, "public_key": key.public_line, "config_dir": str(config_dir())})
+        return
+    typer.echo(f"lab {key.lab}: key pair in {config_dir()}; give other labs this line for their trusted keys:")
+    typer.echo(key.trusted_line())
+
+
+@keys_app.command("show")
+def keys_show(as_json: bool = JsonOpt) -> None:
+    """Print this lab's line for another lab's trusted-keys file."""
+    from harness.exchange.keys import KeyProblem, load_keys
+
+    try:
+        key = load_keys()
+    except KeyProblem as e:
+        fail(str(e))
+    if as_json:
+        emit_json({"lab": key.lab, "public_key": key.public_line, "line": key.trusted_line()})
+        return
+    typer.echo(key.trusted_line())
+
+
+@app.command("export")
+def export_cmd(output: Path = typer.Option(..., "--output", "-o", help="FILE.tar.gz, or a new directory."),
+               results: Optional[Path] = ResultsOpt,
+               benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Only this benchmark."),
+               since: Optional[str] = typer.Option(None, "--since", help="Only runs created on or after this "
+                                                                         "date (2026-12-01 or a full timestamp)."),
+               run: list[str] = typer.Option([], "--run", help="Only these run ids (repeat)."),
+               with_models: bool = typer.Option(False, "--with-models", help="Add each run's exported model, so "
+                                                                             "other labs can re-score it."),
+               include_all: bool = typer.Option(False, "--all", help="Also unverified, flagged and failed runs "
+                                                                     "(their flags travel with them)."),
+               as_json: bool = JsonOpt) -> None:
+    """Write a signed bundle of this lab's verified results for another lab to import."""
+    from harness.exchange.bundle import BundleError, export_bundle
+    from harness.exchange.keys import KeyProblem, load_keys
+    from harness.store import ResultStore, StoreError
+
+    try:
+        key = load_keys()
+        report = export_bundle(ResultStore(results or paths.results_dir()), key, output, benchmark=benchmark,
+                               since=since, run_ids=run, include_all=include_all, with_models=with_models,
+                               baselines_path=paths.baselines_file())
+    except (KeyProblem, BundleError, StoreError) as e:
+        fail(str(e), EXIT_FAILED)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    typer.echo(f"{report.path}: {len(report.runs)} run(s) of lab {report.lab}, {report.models} model(s), "
+               f"signed; bundle {report.bundle_id[:16]}")
+    for bench, fps in report.fingerprints.items():
+        typer.echo(f"  {bench}: fingerprint {', '.join(fps)}")
+    for line in report.skipped:
+        typer.echo(f"  left out {clean_text(line)}")
+
+
+@app.command("import")
+def import_cmd(bundle: Path = typer.Argument(..., help="A bundle: FILE.tar.gz or a directory."),
+               results: Optional[Path] = ResultsOpt, trusted_keys: Optional[Path] = TrustedOpt,
+               allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Import a bundle without a "
+                                                   "trusted signature; its runs are labelled unsigned."),
+               as_json: bool = JsonOpt) -> None:
+    """Check another lab's bundle (signature, hashes, schema, fingerprint) and add its runs, all or nothing."""
+    from harness.exchange.importer import ImportRefused, import_bundle
+    from harness.exchange.keys import KeyProblem, load_keys, load_trusted
+
+    try:
+        trusted = load_trusted(trusted_keys)
+    except KeyProblem as e:
+        if not allow_unsigned:
+            fail(str(e))
+        trusted = []
+    try:
+        local_lab = load_keys().lab
+    except KeyProblem:
+        local_lab = None
+    try:
+        report = import_bundle(bundle, results or paths.results_dir(), trusted, allow_unsigned=allow_unsigned,
+                               local_lab=local_lab)
+    except ImportRefused as e:
+        fail(f"{bundle}: refused, nothing imported: {e}", EXIT_FAILED)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    typer.echo(f"lab {report.lab} ({report.signature}): {len(report.added)} run(s) added, "
+               f"{len(report.already)} already here; in {report.store}")
+    for run_id, why in report.incomparable.items():
+        typer.echo(f"  {run_id} incomparable: {clean_text(why)}")
+
+
+@app.command("sync")
+def sync_cmd(repo: str = typer.Argument(..., help="A git repository the labs share (any URL git can push to)."),
+             results: Optional[Path] = ResultsOpt, trusted_keys: Optional[Path] = TrustedOpt,
+             benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Only publish this benchmark."),
+             with_models: bool = typer.Option(False, "--with-models", help="Publish the exported models too."),
+             allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Import unsigned bundles, "
+                                                 "labelled unsigned."),
+             as_json: bool = JsonOpt) -> None:
+    """Push this lab's new runs as a bundle to REPO's bundles/LAB/, and import every other lab's bundles."""
+    from harness.exchange.keys import KeyProblem, load_keys, load_trusted
+    from harness.exchange.sync import SyncError, sync
+
+    try:
+        key = load_keys()
+        trusted = load_trusted(trusted_keys)
+        report = sync(repo, key, Path(results or paths.results_dir()), trusted, benchmark=benchmark,
+                      with_models=with_models, allow_unsigned=allow_unsigned, baselines_path=paths.baselines_file())
+    except KeyProblem as e:
+        fail(str(e))
+    except SyncError as e:
+        fail(str(e), EXIT_FAILED)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        typer.echo(f"pushed {report.pushed} ({len(report.pushed_runs)} run(s))" if report.pushed
+                   else "pushed nothing: every run of this lab is published already")
+        for path, got in report.imported.items():
+            typer.echo(f"imported {path}: lab {got['lab']} ({got['signature']}), {len(got['added'])} new")
+        for path, why in report.refused.items():
+            typer.echo(f"refused {path}: {clean_text(why)}")
+    if report.refused:
+        raise typer.Exit(EXIT_FAILED)

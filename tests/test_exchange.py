@@ -1,0 +1,339 @@
+"""Comparing results across labs: fingerprints, lab keys, signed bundles, import, the cross-lab leaderboard.
+
+Two labs ("north" and "south") are two result stores, two config directories and two key pairs on this
+machine; each makes one real verified run of the toy on tiny in containers (a 2 s budget, set in their
+benchmarks.yaml so that it is the benchmark's own). They share one prepared tiny cache: tiny's val split
+is drawn from a secret seed at prepare time, so only labs that share a cache share a fingerprint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from docker_support import docker_client  # noqa: E402,F401
+
+from harness.cli import app  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+TOY = REPO / "tests" / "cases" / "toy_train.py"
+runner = CliRunner()
+
+
+def _yaml(path: Path, budget: float) -> Path:
+    doc = yaml.safe_load((REPO / "benchmarks.yaml").read_text())
+    doc["benchmarks"]["tiny"]["time_budget_s"] = budget
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def lab_env(root: Path, lab: str, budget: float = 2) -> dict[str, str]:
+    home = root / lab
+    home.mkdir(parents=True, exist_ok=True)
+    bench = home / "benchmarks.yaml"
+    if not bench.exists():
+        _yaml(bench, budget)
+    return {"HARNESS_CONFIG_DIR": str(home / "config"), "HARNESS_RESULTS": str(home / "results"),
+            "HARNESS_RUNS_DIR": str(home / "runs"), "HARNESS_BASELINES": str(home / "results" / "baselines.json"),
+            "HARNESS_BENCHMARKS": str(bench)}
+
+
+def invoke(env: dict[str, str], *args: str):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def ok_json(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()} \
+        if path.exists() else {}
+
+
+# --- the fingerprint (no runs) ----------------------------------------------------------------------------
+
+def test_the_fingerprint_changes_with_what_makes_scores_comparable(tiny_bench, tiny_cache):
+    from dataclasses import replace
+
+    from harness.fingerprint import benchmark_fingerprint, fingerprint_parts
+    from harness.fixedcode import fixed_hashes
+
+    manifest, fixed = tiny_cache.manifest, fixed_hashes()
+    fp = benchmark_fingerprint(tiny_bench, manifest, fixed)
+    assert fp == benchmark_fingerprint(tiny_bench, json.loads(json.dumps(manifest)), dict(fixed))  # same inputs
+    assert fp != benchmark_fingerprint(tiny_bench, manifest, fixed, budget_s=30)  # a run at another budget
+    assert fp != benchmark_fingerprint(replace(tiny_bench, time_budget_s=30), manifest, fixed)
+    assert fp != benchmark_fingerprint(replace(tiny_bench, eval_tokens=65536), manifest, fixed)
+    assert fp != benchmark_fingerprint(tiny_bench, manifest, {**fixed, "evaluate.py": "0" * 64})
+    val = json.loads(json.dumps(manifest))
+    val["files"]["val/00000.bin"]["sha256"] = "1" * 64
+    assert fp != benchmark_fingerprint(tiny_bench, val, fixed)  # the val shard is in it
+    # What does not bear on a score is not in it.
+    assert fp == benchmark_fingerprint(replace(tiny_bench, description="edited", runtime="runsc"), manifest, fixed)
+    assert set(fingerprint_parts(tiny_bench, manifest, fixed)["fixed"]) == set(fixed)
+
+
+def test_benchmarks_json_prints_the_local_fingerprint(tiny_cache, monkeypatch):
+    from harness.benchmarks import get_benchmark
+    from harness.fingerprint import local_fingerprint
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tiny_cache.data_dir.parent))
+    docs = {d["name"]: d for d in ok_json(invoke({}, "benchmarks", "--json"))}
+    assert docs["tiny"]["fingerprint"] == local_fingerprint(get_benchmark("tiny"))
+    assert docs["tiny"]["fingerprint"].startswith("bfp1:")
+
+
+# --- keys (no runs) ------------------------------------------------------------------------------------------
+
+def test_keys_are_owner_only_and_show_a_trusted_keys_line(tmp_path):
+    from harness.exchange.keys import config_dir, load_trusted
+
+    assert config_dir({"XDG_CONFIG_HOME": "/x"}) == Path("/x/harness")
+    assert config_dir({"HOME": "/h"}) == Path.home() / ".config" / "harness"
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "HARNESS_CONFIG_DIR": ""}
+    made = ok_json(invoke(env, "keys", "init", "--lab", "north", "--json"))
+    d = tmp_path / "xdg" / "harness"
+    assert Path(made["config_dir"]) == d
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    for name in ("lab.key", "lab.pub", "trusted_keys"):
+        assert stat.S_IMODE((d / name).stat().st_mode) == 0o600, name
+    line = invoke(env, "keys", "show").stdout.strip()
+    assert line.startswith("north ssh-ed25519 AAAA") and line.split()[1:] == made["public_key"].split()
+    assert [t.lab for t in load_trusted(d / "trusted_keys")] == ["north"]  # a lab trusts its own key
+    again = invoke(env, "keys", "init", "--lab", "north")
+    assert again.exit_code == 2 and "--force" in again.output
+    assert invoke(env, "keys", "init", "--lab", "bad name").exit_code == 2
+    (d / "trusted_keys").write_text("north ssh-ed25519 not-base64\n")
+    with pytest.raises(ValueError, match=r"trusted_keys:1"):
+        load_trusted(d / "trusted_keys")
+
+
+# --- two labs, real verified runs ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def labs(tmp_path_factory, tiny_cache, docker_client):  # noqa: F811
+    """north and south: keys, mutual trust, one verified container run each; east: a lab with a 3 s budget."""
+    from harness.benchmarks import get_benchmark
+    from harness.submit import SubmitOptions, submit
+
+    root = tmp_path_factory.mktemp("labs")
+    envs = {lab: {**lab_env(root, lab, 3 if lab == "east" else 2),
+                  "HARNESS_CACHE_DIR": str(tiny_cache.data_dir.parent)} for lab in ("north", "south", "east")}
+    lines = {lab: ok_json(invoke(env, "keys", "init", "--lab", lab, "--json")) for lab, env in envs.items()}
+    for lab, env in envs.items():
+        with open(Path(env["HARNESS_CONFIG_DIR"]) / "trusted_keys", "a") as f:
+            for other, made in lines.items():
+                if other != lab:
+                    f.write(f"{other} {made['public_key']}\n")
+    mp = pytest.MonkeyPatch()
+    try:
+        for lab in ("north", "south"):
+            for k, v in envs[lab].items():
+                mp.setenv(k, v)
+            bench = get_benchmark("tiny")
+            report = submit(TOY, SubmitOptions(benchmark=bench, backend="docker", seeds=1, calibrate=False,
+                                               description=f"toy at {lab}", tsv=False,
+                                               results_dir=Path(envs[lab]["HARNESS_RESULTS"])))
+            r = report.results[0]
+            assert r.status == "ok" and r.trust == "verified", r.reason
+    finally:
+        mp.undo()
+    return root, envs
+
+
+@pytest.fixture(scope="module")
+def north_bundle(labs):
+    root, envs = labs
+    out = root / "north-bundle.tar.gz"
+    doc = ok_json(invoke(envs["north"], "export", "-o", out, "--with-models", "--json"))
+    assert doc["lab"] == "north" and len(doc["runs"]) == 1 and doc["models"] == 1
+    return out, doc
+
+
+@pytest.mark.docker
+def test_a_bundle_goes_from_one_lab_to_another_and_both_are_on_one_board(labs, north_bundle):
+    root, envs = labs
+    bundle, exported = north_bundle
+    south = envs["south"]
+    first = ok_json(invoke(south, "import", bundle, "--json"))
+    assert first["lab"] == "north" and first["signature"] == "verified"
+    assert first["added"] == exported["runs"] and first["incomparable"] == {}
+    stored = Path(south["HARNESS_RESULTS"]) / "labs" / "north" / "runs" / f"{exported['runs'][0]}.json"
+    assert json.loads(stored.read_text())["trust"] == "verified"
+    # Imported runs are north's, not south's: south's own listing and leaderboard do not have them.
+    own = ok_json(invoke(south, "results", "list", "--json"))
+    assert exported["runs"][0] not in {r["run_id"] for r in own["rows"]}
+    before = tree(Path(south["HARNESS_RESULTS"]))
+    again = ok_json(invoke(south, "import", bundle, "--json"))
+    assert again["added"] == [] and again["already"] == exported["runs"]
+    assert tree(Path(south["HARNESS_RESULTS"])) == before  # importing twice adds nothing
+    board = ok_json(invoke(south, "leaderboard", "--labs", "all", "--by", "gpu-class", "--json"))
+    rows = {r["lab"]: r for r in board["rows"]}
+    assert set(rows) == {"north", "south"}
+    assert rows["north"]["trust"] == "verified" and rows["north"]["comparable"] and rows["north"]["n"] == 1
+    assert rows["north"]["submission_sha256"] == rows["south"]["submission_sha256"]  # the same toy, two labs
+    assert rows["north"]["fingerprint"] == board["fingerprint"] == rows["south"]["fingerprint"]
+    text = invoke(south, "leaderboard", "--labs", "all").stdout
+    assert "north" in text and "south" in text and "verified" in text
+    # A lab's own bundle is not imported back.
+    mine = invoke(envs["north"], "import", bundle)
+    assert mine.exit_code == 1 and "this lab's own" in mine.output
+
+
+def _unpacked(labs, name: str) -> Path:
+    root, envs = labs
+    d = root / name
+    if not d.exists():
+        ok_json(invoke(envs["north"], "export", "-o", d, "--json"))
+    return d
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _flip(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert old in data, (path, old)
+    path.write_bytes(data.replace(old, new, 1))
+
+
+@pytest.mark.docker
+def test_a_changed_or_untrusted_bundle_is_refused_and_changes_nothing(labs, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from harness.exchange.keys import public_openssh
+
+    root, envs = labs
+    clean = _unpacked(labs, "north-dir")
+    east = envs["east"]  # a lab that has imported nothing yet
+    results = Path(east["HARNESS_RESULTS"])
+    before = tree(results)
+    run_id = json.loads((clean / "manifest.json").read_text())["runs"][0]
+    source = next((clean / "sources").iterdir()).name
+
+    def record(d):
+        _flip(d / "records" / f"{run_id}.json", b'"val_bpb": ', b'"val_bpb": 0')  # 2.9 -> 02.9: one byte more
+
+    def train_py(d):
+        _flip(d / "sources" / source, b"lr=", b"lR=")
+
+    def manifest(d):
+        _flip(d / "manifest.json", b'"lab": "north"', b'"lab": "nortH"')
+
+    def untrusted(d):  # re-signed by a key that claims to be north's
+        key = Ed25519PrivateKey.generate()
+        sig = json.loads((d / "manifest.sig").read_text())
+        sig["public_key"] = public_openssh(key.public_key())
+        sig["signature"] = base64.b64encode(key.sign((d / "manifest.json").read_bytes())).decode()
+        (d / "manifest.sig").write_text(json.dumps(sig))
+
+    def unlisted(d):
+        (d / "sources" / "extra.py").write_text("print('hi')\n")
+
+    cases = {"record": (record, f"records/{run_id}.json"), "train.py": (train_py, f"sources/{source}"),
+             "manifest": (manifest, "manifest.sig"), "untrusted key": (untrusted, "not the trusted key of lab 'north'"),
+             "unlisted file": (unlisted, "sources/extra.py: in the bundle but not in the manifest")}
+    for name, (change, named) in cases.items():
+        d = _copy(clean, tmp_path / name.replace(" ", "-"))
+        change(d)
+        out = invoke(east, "import", d)
+        assert out.exit_code == 1, (name, out.output)
+        assert "refused, nothing imported" in out.output and named in out.output, (name, out.output)
+        assert tree(results) == before, name
+    # The untouched copy is accepted by the same lab.
+    assert ok_json(invoke(east, "import", _copy(clean, tmp_path / "untouched"), "--json"))["added"] == [run_id]
+
+
+@pytest.mark.docker
+def test_another_budget_is_incomparable_and_kept_off_the_board(labs, north_bundle):
+    root, envs = labs
+    bundle, exported = north_bundle
+    east = envs["east"]  # tiny at 3 s: north's 2 s runs are another benchmark
+    doc = ok_json(invoke(east, "import", bundle, "--json"))
+    run_id = exported["runs"][0]
+    assert run_id in doc["incomparable"] or run_id in doc["already"]
+    board = ok_json(invoke(east, "leaderboard", "--labs", "all", "--json"))
+    assert all(r["lab"] != "north" for r in board["rows"])
+    shown = ok_json(invoke(east, "leaderboard", "--labs", "all", "--incomparable", "--json"))
+    north = [r for r in shown["rows"] if r["lab"] == "north"]
+    assert north and not north[0]["comparable"] and north[0]["fingerprint"] != shown["fingerprint"]
+
+
+@pytest.mark.docker
+def test_unsigned_bundles_need_a_flag_and_say_so(labs, tmp_path):
+    root, envs = labs
+    d = _copy(_unpacked(labs, "north-dir"), tmp_path / "unsigned")
+    (d / "manifest.sig").unlink()
+    west = lab_env(tmp_path, "west")
+    west["HARNESS_CACHE_DIR"] = envs["north"]["HARNESS_CACHE_DIR"]
+    refused = invoke(west, "import", d, "--trusted-keys", Path(envs["south"]["HARNESS_CONFIG_DIR"]) / "trusted_keys")
+    assert refused.exit_code == 1 and "manifest.sig: missing" in refused.output
+    doc = ok_json(invoke(west, "import", d, "--allow-unsigned", "--json"))
+    assert doc["signature"] == "unsigned" and len(doc["added"]) == 1
+    board = ok_json(invoke(west, "leaderboard", "--labs", "all", "--json"))
+    assert [r["trust"] for r in board["rows"] if r["lab"] == "north"] == ["unsigned"]
+
+
+@pytest.mark.docker
+def test_a_run_id_here_with_other_content_is_refused_by_name(labs, tmp_path):
+    root, envs = labs
+    clean = _unpacked(labs, "north-dir")
+    run_id = json.loads((clean / "manifest.json").read_text())["runs"][0]
+    south = envs["south"]
+    invoke(south, "import", clean)  # present (or already) in south's store
+    # north edits its record (a new description) and exports again: a valid, signed bundle
+    north_rec = Path(envs["north"]["HARNESS_RESULTS"]) / "runs" / f"{run_id}.json"
+    saved = north_rec.read_bytes()
+    try:
+        doc = json.loads(saved)
+        doc["provenance"]["submission"]["description"] = "renamed after the fact"
+        north_rec.write_text(json.dumps(doc))
+        edited = root / "north-edited"
+        shutil.rmtree(edited, ignore_errors=True)
+        ok_json(invoke(envs["north"], "export", "-o", edited, "--json"))
+    finally:
+        north_rec.write_bytes(saved)
+        os.utime(north_rec)
+    out = invoke(south, "import", edited)
+    assert out.exit_code == 1 and f"run {run_id} is already here with different content" in out.output
+
+
+@pytest.mark.docker
+def test_sync_through_a_bare_git_repository_moves_bundles_both_ways(labs, tmp_path):
+    root, envs = labs
+    bare = tmp_path / "exchange.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    n1 = ok_json(invoke(envs["north"], "sync", bare, "--json"))
+    assert n1["pushed"].startswith("bundles/north/") and len(n1["pushed_runs"]) == 1 and n1["imported"] == {}
+    s1 = ok_json(invoke(envs["south"], "sync", bare, "--json"))
+    assert s1["pushed"].startswith("bundles/south/") and len(s1["pushed_runs"]) == 1
+    (got,) = s1["imported"].values()
+    assert got["lab"] == "north" and got["signature"] == "verified"
+    assert sorted(got["added"] + got["already"]) == n1["pushed_runs"]  # south may have imported it before
+    n2 = ok_json(invoke(envs["north"], "sync", bare, "--json"))
+    assert n2["pushed"] is None  # nothing new at north
+    (back,) = n2["imported"].values()
+    assert back["lab"] == "south" and back["added"] == s1["pushed_runs"]
+    n3 = ok_json(invoke(envs["north"], "sync", bare, "--json"))
+    assert n3["pushed"] is None and all(not r["added"] for r in n3["imported"].values())  # idempotent
+    files = subprocess.run(["git", "-C", str(bare), "ls-tree", "-r", "--name-only", "HEAD"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    assert sorted(f.split("/")[1] for f in files) == ["north", "south"]
+    board = ok_json(invoke(envs["north"], "leaderboard", "--labs", "all", "--json"))
+    assert {r["lab"] for r in board["rows"]} == {"north", "south"}
