@@ -337,3 +337,175 @@ def test_sync_through_a_bare_git_repository_moves_bundles_both_ways(labs, tmp_pa
     assert sorted(f.split("/")[1] for f in files) == ["north", "south"]
     board = ok_json(invoke(envs["north"], "leaderboard", "--labs", "all", "--json"))
     assert {r["lab"] for r in board["rows"]} == {"north", "south"}
+
+
+@pytest.mark.docker
+def test_an_honest_model_is_confirmed_and_an_edited_claim_is_disputed(labs, north_bundle, tmp_path):
+    root, envs = labs
+    bundle, exported = north_bundle
+    run_id = exported["runs"][0]
+    south = envs["south"]
+    invoke(south, "import", bundle)  # (or already imported)
+    doc = ok_json(invoke(south, "rescore-claims", "north", "--json"))
+    (claim,) = doc["claims"]
+    assert claim["run_id"] == run_id and claim["status"] == "confirmed", claim
+    assert abs(claim["local"] - claim["claimed"]) <= claim["tolerance"]
+    board = ok_json(invoke(south, "leaderboard", "--labs", "all", "--json"))
+    assert [r["trust"] for r in board["rows"] if r["lab"] == "north"] == ["confirmed"]
+    # north claims a better score than its model has, edits its record and signs a new bundle: the bundle
+    # passes every check of import (it is north's, signed), and the re-score here disputes the number.
+    north_rec = Path(envs["north"]["HARNESS_RESULTS"]) / "runs" / f"{run_id}.json"
+    saved = north_rec.read_bytes()
+    try:
+        doc = json.loads(saved)
+        true_bpb = doc["metrics"]["val_bpb"]
+        doc["metrics"]["val_bpb"] = true_bpb - 0.5
+        doc["evaluation"]["evaluator"]["val_bpb"] = true_bpb - 0.5
+        north_rec.write_text(json.dumps(doc))
+        edited = tmp_path / "edited.tar.gz"
+        ok_json(invoke(envs["north"], "export", "-o", edited, "--with-models", "--json"))
+    finally:
+        north_rec.write_bytes(saved)
+        os.utime(north_rec)
+    west = {**lab_env(tmp_path, "west"), "HARNESS_CACHE_DIR": envs["north"]["HARNESS_CACHE_DIR"]}
+    trusted = Path(envs["south"]["HARNESS_CONFIG_DIR"]) / "trusted_keys"
+    out = invoke(west, "rescore-claims", edited, "--trusted-keys", trusted, "--json")
+    assert out.exit_code == 1, out.output
+    (claim,) = json.loads(out.stdout)["claims"]
+    assert claim["status"] == "disputed" and claim["claimed"] == pytest.approx(true_bpb - 0.5)
+    assert claim["local"] == pytest.approx(true_bpb, abs=claim["tolerance"]) and "claimed" in claim["reason"]
+    board = ok_json(invoke(west, "leaderboard", "--labs", "all", "--json"))
+    assert [r["trust"] for r in board["rows"] if r["lab"] == "north"] == ["disputed"]
+
+
+# --- the board's cross-class view (no runs) -------------------------------------------------------------------
+
+def _row(lab, cls, sha, mean, relative=None, z=None, comparable=True):
+    from harness.exchange.board import LabRow
+
+    return LabRow(lab=lab, gpu_class=cls, submission_sha256=sha, description="", n=2, mean_bpb=mean, std_bpb=0.01,
+                  best_bpb=mean, delta=None, z=z, relative=relative, trust="verified", fingerprint="bfp1:x",
+                  run_id=f"{lab}-{cls}", comparable=comparable)
+
+
+def test_the_cross_class_view_ranks_by_improvement_and_gives_class_ratios():
+    from harness.exchange.board import by_improvement, with_class_ratios
+
+    rows = with_class_ratios([
+        _row("north", "H100-SXM-80GB", "aaa", 0.95, relative=-0.02, z=-8.0),
+        _row("south", "A100-SXM-40GB", "aaa", 1.045, relative=-0.05, z=-4.0),  # worse bpb, bigger gain
+        _row("south", "A100-SXM-40GB", "bbb", 1.10, relative=+0.01, z=+1.0),
+        _row("east", "L4-24GB", "ccc", 1.30),  # no baseline for its class
+        _row("west", "H100-SXM-80GB", "aaa", 0.90, relative=-0.5, comparable=False),
+    ])
+    ranked = by_improvement(rows)
+    assert [r.lab + "/" + r.submission_sha256 for r in ranked] == ["south/aaa", "north/aaa", "south/bbb", "east/ccc",
+                                                                   "west/aaa"]
+    ratio = {(r.lab, r.submission_sha256): r.class_ratio for r in rows}
+    assert ratio[("north", "aaa")] == 1.0 and ratio[("south", "aaa")] == pytest.approx(1.045 / 0.95)
+    assert ratio[("south", "bbb")] is None and ratio[("west", "aaa")] is None  # one class; incomparable
+
+
+def test_energy_comes_from_the_records_telemetry(tmp_path):
+    from harness.exchange.board import _energy
+
+    rec = tmp_path / "r.json"
+    rec.write_text(json.dumps({"telemetry": {"summary": {"energy_j": 51234.5, "energy_source": "counter"}}}))
+    assert _energy(rec) == 51234.5
+    rec.write_text(json.dumps({"telemetry": {"summary": None, "unavailable": "no GPU"}}))
+    assert _energy(rec) is None
+
+
+def _unsigned(d: Path) -> Path:
+    """The bundle's manifest rewritten to match its files as they are now, and its signature dropped."""
+    import hashlib
+
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["files"] = {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                         for p in sorted(d.rglob("*")) if p.is_file() and p.name not in ("manifest.json", "manifest.sig")}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    (d / "manifest.sig").unlink(missing_ok=True)
+    return d
+
+
+@pytest.mark.docker
+def test_what_a_hostile_bundle_tries_is_refused(labs, tmp_path):
+    import tarfile
+
+    root, envs = labs
+    clean = _unpacked(labs, "north-dir")
+    source = next((clean / "sources").iterdir()).name
+    nobody = {**lab_env(tmp_path, "nobody"), "HARNESS_CACHE_DIR": envs["north"]["HARNESS_CACHE_DIR"]}
+    results = Path(nobody["HARNESS_RESULTS"])
+
+    def refused(bundle, named, *extra, env=nobody):
+        before = tree(results)
+        out = invoke(env, "import", bundle, "--allow-unsigned", *extra)
+        assert out.exit_code == 1 and "refused, nothing imported" in out.output and named in out.output, out.output
+        assert tree(results) == before
+
+    # An unsigned bundle in the name of a lab whose key is trusted: refused, never filed under that lab.
+    south_trusted = Path(envs["south"]["HARNESS_CONFIG_DIR"]) / "trusted_keys"
+    refused(_unsigned(_copy(clean, tmp_path / "as-north")), "must carry its signature", "--trusted-keys", south_trusted)
+    # A source whose name is not its hash (another file planted under a known name).
+    d = _copy(clean, tmp_path / "renamed")
+    (d / "sources" / source).rename(d / "sources" / ("0" * 64 + ".py"))
+    refused(_unsigned(d), "not its name")
+    # A model for a run the bundle does not carry (say, another lab's run), and a file outside the layout.
+    d = _copy(clean, tmp_path / "foreign-model")
+    (d / "models" / "20250101-000000-abcdef").mkdir(parents=True)
+    (d / "models" / "20250101-000000-abcdef" / "model.pt2").write_bytes(b"x")
+    refused(_unsigned(d), "models/20250101-000000-abcdef/model.pt2: not a bundle file")
+    d = _copy(clean, tmp_path / "extra")
+    (d / "runs").mkdir()
+    (d / "runs" / "x.json").write_text("{}")
+    refused(_unsigned(d), "runs/x.json: not a bundle file")
+    # Links and FIFOs in a directory bundle are refused, not followed (and a FIFO does not hang the import).
+    d = _copy(clean, tmp_path / "link")
+    (d / "baselines.json").unlink(missing_ok=True)
+    (d / "baselines.json").symlink_to("/etc/passwd")
+    refused(d, "baselines.json")
+    d = _copy(clean, tmp_path / "fifo")
+    os.mkfifo(d / "sources" / "pipe.py")
+    refused(d, "not a regular file")
+    # A tar member that climbs out, or a bomb of a size: refused by name and by size, before unpacking.
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(clean / "manifest.json", arcname="../manifest.json")
+    refused(evil, "not a bundle file name")
+    # A ledger that is not one stops the import before anything is written, naming the file.
+    south = envs["south"]
+    ledger = Path(south["HARNESS_RESULTS"]) / "labs" / "north" / "imports.json"
+    if ledger.exists():
+        saved = ledger.read_bytes()
+        ledger.write_text("[]")
+        try:
+            out = invoke(south, "import", _copy(clean, tmp_path / "again"))
+            assert out.exit_code == 1 and "imports.json" in out.output, out.output
+        finally:
+            ledger.write_bytes(saved)
+
+
+@pytest.mark.docker
+def test_an_import_cut_short_is_completed_by_the_next(labs, tmp_path, monkeypatch):
+    import harness.exchange.labs as labs_mod
+
+    root, envs = labs
+    clean = _unpacked(labs, "north-dir")
+    env = {**lab_env(tmp_path, "later"), "HARNESS_CACHE_DIR": envs["north"]["HARNESS_CACHE_DIR"]}
+    trusted = Path(envs["south"]["HARNESS_CONFIG_DIR"]) / "trusted_keys"
+
+    def crash(*_a, **_k):
+        raise KeyboardInterrupt  # the records are written, the ledger is not
+
+    with monkeypatch.context() as m:
+        m.setattr(labs_mod.LabStore, "record_import", crash)
+        with pytest.raises(KeyboardInterrupt):
+            from harness.exchange.importer import import_bundle
+            from harness.exchange.keys import load_trusted
+
+            import_bundle(clean, Path(env["HARNESS_RESULTS"]), load_trusted(trusted))
+    doc = ok_json(invoke(env, "import", clean, "--trusted-keys", trusted, "--json"))
+    assert doc["added"] == json.loads((clean / "manifest.json").read_text())["runs"]  # written again, now ledgered
+    board = ok_json(invoke(env, "leaderboard", "--labs", "all", "--json"))
+    assert [r["lab"] for r in board["rows"]] == ["north"]

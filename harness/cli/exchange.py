@@ -153,3 +153,54 @@ def sync_cmd(repo: str = typer.Argument(..., help="A git repository the labs sha
             typer.echo(f"refused {path}: {clean_text(why)}")
     if report.refused:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("rescore-claims")
+def rescore_claims_cmd(target: str = typer.Argument(..., help="A lab already imported, or a bundle (imported "
+                                                    "first, with every check of harness import)."),
+                       run: list[str] = typer.Option([], "--run", help="Only these run ids (repeat)."),
+                       tolerance: float = typer.Option(2e-3, help="Largest |local - claimed| val_bpb confirmed."),
+                       backend: str = typer.Option("auto", help="Where the evaluator runs."),
+                       runtime: Optional[str] = typer.Option(None, "--runtime", help="Container runtime (runsc)."),
+                       results: Optional[Path] = ResultsOpt, trusted_keys: Optional[Path] = TrustedOpt,
+                       as_json: bool = JsonOpt) -> None:
+    """Score another lab's exported models here and mark each claim confirmed or disputed."""
+    from harness.data import DataError
+    from harness.exchange.claims import ClaimError, check_claim, claims_of
+    from harness.exchange.importer import ImportRefused, import_bundle
+    from harness.exchange.keys import KeyProblem, load_keys, load_trusted
+    from harness.exchange.labs import lab_names
+    from harness.pipeline import RunError
+
+    root = Path(results or paths.results_dir())
+    lab = target
+    if Path(target).exists() and target not in lab_names(root):
+        try:
+            local = load_keys().lab
+        except KeyProblem:
+            local = None
+        try:
+            lab = import_bundle(Path(target), root, load_trusted(trusted_keys), local_lab=local).lab
+        except (ImportRefused, KeyProblem) as e:
+            fail(f"{target}: refused, nothing imported: {e}", EXIT_FAILED)
+    if lab not in lab_names(root):
+        fail(f"no lab {lab!r} imported in {root} (imported: {', '.join(lab_names(root)) or 'none'})")
+    wanted = run or claims_of(root, lab)
+    if not wanted:
+        fail(f"lab {lab!r} sent no models: ask for a bundle exported with --with-models", EXIT_FAILED)
+    claims, problems = [], {}
+    for run_id in wanted:
+        try:
+            claims.append(check_claim(root, lab, run_id, backend_name=backend, runtime=runtime, tolerance=tolerance))
+        except (ClaimError, DataError, RunError) as e:
+            problems[run_id] = str(e)
+    if as_json:
+        emit_json({"lab": lab, "claims": [c.to_dict() for c in claims], "unchecked": problems})
+    else:
+        for c in claims:
+            detail = f"{c.local:.4f} here vs {c.claimed:.4f} claimed" if c.local is not None else clean_text(c.reason or "")
+            typer.echo(f"{c.run_id}  {c.status:9}  {detail}")
+        for run_id, why in problems.items():
+            typer.echo(f"{run_id}  unchecked  {clean_text(why)}")
+    if problems or any(c.status != "confirmed" for c in claims):
+        raise typer.Exit(EXIT_FAILED)

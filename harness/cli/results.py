@@ -78,7 +78,9 @@ def results_reindex(results: Optional[Path] = ResultsOpt) -> None:
 
 @app.command()
 def leaderboard(benchmark: str = BenchOpt,
-                by: Optional[str] = typer.Option(None, "--by", help="gpu-class: one board per GPU class."),
+                by: Optional[str] = typer.Option(None, "--by", help="gpu-class: one board per GPU class; with "
+                                                 "--labs, improvement: every class together, ranked by the "
+                                                 "improvement over each row's own class baseline."),
                 all_runs: bool = typer.Option(False, "--all", help="Also flagged and unverified runs."),
                 labs: Optional[str] = typer.Option(None, "--labs", help="all, or LAB,LAB...: this lab's runs and "
                                                    "those imported from other labs (harness import), by GPU class."),
@@ -88,10 +90,12 @@ def leaderboard(benchmark: str = BenchOpt,
     """Best score per submission (throttled and unverified runs hidden unless --all)."""
     from harness.store import ResultStore
 
-    if by not in (None, "gpu-class"):
-        fail(f"--by takes gpu-class, not {by!r}")
+    if by not in (None, "gpu-class", "improvement"):
+        fail(f"--by takes gpu-class or improvement, not {by!r}")
     if labs is not None:
-        return _cross_lab(benchmark, labs, incomparable, results, as_json)
+        return _cross_lab(benchmark, labs, incomparable, results, as_json, by == "improvement")
+    if by == "improvement":
+        fail("--by improvement ranks across labs and classes: add --labs all")
     rows = ResultStore(results).leaderboard(benchmark, by_gpu_class=by == "gpu-class", include_flagged=all_runs,
                                             include_unverified=all_runs)
     if as_json:
@@ -105,10 +109,11 @@ def leaderboard(benchmark: str = BenchOpt,
                    f"{c(r.submission_sha256)[:12]}  {c(r.run_id)}  {c(r.description)[:50]}")
 
 
-def _cross_lab(benchmark: str, labs: str, incomparable: bool, results: Optional[Path], as_json: bool) -> None:
+def _cross_lab(benchmark: str, labs: str, incomparable: bool, results: Optional[Path], as_json: bool,
+               improvement: bool) -> None:
     from harness import paths
     from harness.data import DataError
-    from harness.exchange.board import cross_lab_board
+    from harness.exchange.board import by_improvement, cross_lab_board
     from harness.exchange.keys import KeyProblem, load_keys
     from harness.fingerprint import local_fingerprint
 
@@ -126,19 +131,26 @@ def _cross_lab(benchmark: str, labs: str, incomparable: bool, results: Optional[
     rows = cross_lab_board(Path(results or paths.results_dir()), benchmark, fingerprint,
                            baselines_path=paths.baselines_file(), labs=wanted, include_incomparable=incomparable,
                            local_lab=local_lab)
+    if improvement:
+        rows = by_improvement(rows)
     if as_json:
-        emit_json({"benchmark": benchmark, "fingerprint": fingerprint, "rows": [r.to_dict() for r in rows]})
+        emit_json({"benchmark": benchmark, "fingerprint": fingerprint, "view": "improvement" if improvement else
+                   "gpu-class", "rows": [r.to_dict() for r in rows]})
         return
     if not rows:
         typer.echo(f"no comparable scored runs for {benchmark} in any lab")
         return
     typer.echo(f"{benchmark}, fingerprint {fingerprint or 'unknown'}")
-    typer.echo(f"{'lab':14} {'class':24} {'submission':12} {'val_bpb mean ± std':>20} {'n':>3} {'Δ':>8} {'z':>6}  trust")
+    typer.echo(f"{'lab':14} {'class':24} {'submission':12} {'val_bpb mean ± std':>20} {'n':>3} {'Δ':>8} {'rel':>7} "
+               f"{'z':>6} {'×class':>7} {'energy':>9}  trust")
     c = clean_text
     for r in rows:
         spread = f"{r.mean_bpb:.4f} ± {r.std_bpb:.4f}" if r.std_bpb is not None else f"{r.mean_bpb:.4f}"
         delta = f"{r.delta:+.4f}" if r.delta is not None else "-"
+        rel = f"{r.relative * 100:+.2f}%" if r.relative is not None else "-"
         z = f"{r.z:+.1f}" if r.z is not None else "-"
+        ratio = f"{r.class_ratio:.3f}" if r.class_ratio is not None else "-"
+        energy = f"{r.energy_j / 1000:.1f} kJ" if r.energy_j is not None else "-"
         mark = "" if r.comparable else "  incomparable"
         typer.echo(f"{c(r.lab)[:14]:14} {c(r.gpu_class or '-')[:24]:24} {c(r.submission_sha256 or '-')[:12]:12} "
-                   f"{spread:>20} {r.n:>3} {delta:>8} {z:>6}  {r.trust}{mark}")
+                   f"{spread:>20} {r.n:>3} {delta:>8} {rel:>7} {z:>6} {ratio:>7} {energy:>9}  {r.trust}{mark}")

@@ -11,8 +11,11 @@ Checks, in order; the first that fails refuses the bundle and names the file and
 Then the fingerprint: a record whose benchmark fingerprint differs from this machine's is imported but
 labelled `incomparable` (kept off the leaderboard unless asked).
 
-Nothing is written before every check passed. Imported records go to RESULTS/labs/LAB/ (a store of
-their own, with the bundle's sources, baselines and models), never among this lab's runs.
+Nothing is written before every check passed, and every check reads a private copy of the bundle made
+first (regular files only, names from a fixed layout, sizes capped), so a bundle that changes while it
+is read cannot pass one version to the checks and another to the store. Signed imports go to
+RESULTS/labs/LAB/, unsigned ones to RESULTS/labs-unsigned/LAB/ (an unsigned bundle in the name of a lab
+whose key is trusted here is refused): a store of their own each, never among this lab's runs.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import base64
 import binascii
 import hashlib
 import json
+import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,11 +43,18 @@ from harness.benchmarks import BenchmarkError, Benchmark, load_benchmarks
 from harness.data import DataError
 from harness.exchange import bundle as fmt
 from harness.exchange.keys import LAB_NAME, KeyProblem, TrustedKey, verify
-from harness.exchange.labs import LabStore, existing_record
+from harness.exchange.labs import LabStore, LedgerError, existing_record, other_lab_stores
 from harness.fingerprint import local_fingerprint
+from harness.fixedcode import file_sha256
+from harness.scoring.baselines import BaselineFormatError, Baselines
 from harness.store import RecordError, ResultStore, current_record
 
 MAX_MEMBERS = 100_000
+MAX_FILE_BYTES = 4 << 30  # one exported climbmix model is well under this
+MAX_TOTAL_BYTES = 16 << 30  # a bundle unpacked; a tar bomb stops here, before it fills the disk
+NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ImportRefused(ValueError):
@@ -62,41 +76,102 @@ class ImportReport:
                 "already": self.already, "incomparable": self.incomparable, "store": self.store}
 
 
+def _safe_name(name: str) -> str:
+    """A bundle member's name as a relative path of plain parts; ImportRefused for anything else."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not parts or not all(NAME_PART.fullmatch(p) for p in parts):
+        raise ImportRefused(f"{name!r}: not a bundle file name (plain letters, digits, '.', '_', '-' parts only)")
+    return "/".join(parts)
+
+
+class _Budget:
+    """The caps on a bundle's unpacked size and number of files."""
+
+    def __init__(self) -> None:
+        self.files = self.total = 0
+
+    def take(self, name: str, size: int) -> None:
+        self.files += 1
+        self.total += size
+        if self.files > MAX_MEMBERS:
+            raise ImportRefused(f"more than {MAX_MEMBERS} files: not a bundle")
+        if size > MAX_FILE_BYTES or self.total > MAX_TOTAL_BYTES:
+            raise ImportRefused(f"{name}: the bundle unpacks to more than {MAX_TOTAL_BYTES >> 30} GiB, or this "
+                                f"file to more than {MAX_FILE_BYTES >> 30} GiB")
+
+
+def _copy_stream(src: Any, dest: Path, name: str, limit: int) -> None:
+    if dest.exists():
+        raise ImportRefused(f"{name}: in the bundle twice")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    got = 0
+    with open(dest, "xb") as out:
+        while chunk := src.read(1 << 20):
+            got += len(chunk)
+            if got > limit:
+                raise ImportRefused(f"{name}: larger than its header says, or than {MAX_FILE_BYTES >> 30} GiB")
+            out.write(chunk)
+
+
+def _copy_tar(path: Path, tmp: Path) -> None:
+    budget = _Budget()
+    try:
+        with tarfile.open(path, mode="r:*") as tar:
+            for m in tar:  # one header at a time: the caps hold before anything is unpacked
+                if m.isdir():
+                    continue
+                if not m.isfile() or m.issparse():
+                    raise ImportRefused(f"{m.name}: not a regular file (links, devices and sparse files are refused)")
+                name = _safe_name(m.name)
+                budget.take(name, m.size)
+                src = tar.extractfile(m)
+                if src is None:
+                    raise ImportRefused(f"{name}: cannot be read from the archive")
+                _copy_stream(src, tmp / name, name, m.size)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise ImportRefused(f"{path}: not a readable .tar.gz bundle ({e})") from None
+
+
+def _copy_dir(path: Path, tmp: Path) -> None:
+    budget = _Budget()
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for d in dirnames:
+            if stat.S_ISLNK(os.lstat(os.path.join(dirpath, d)).st_mode):
+                raise ImportRefused(f"{os.path.relpath(os.path.join(dirpath, d), path)}: a link (refused)")
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            rel = os.path.relpath(full, path)
+            # O_NOFOLLOW and O_NONBLOCK: a file swapped for a link or a FIFO after the walk is refused, not followed
+            try:
+                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError as e:
+                raise ImportRefused(f"{rel}: cannot be read ({e.strerror}; links are refused)") from None
+            with os.fdopen(fd, "rb") as src:
+                st = os.fstat(src.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise ImportRefused(f"{rel}: not a regular file (links, devices and FIFOs are refused)")
+                name = _safe_name(rel.replace(os.sep, "/"))
+                budget.take(name, st.st_size)
+                _copy_stream(src, tmp / name, name, min(st.st_size, MAX_FILE_BYTES))
+
+
 @contextmanager
-def opened(path: Path) -> Iterator[Path]:
-    """The bundle as a directory: a directory as it is, a tarball unpacked (regular files only) to a temp dir."""
+def private_copy(path: Path) -> Iterator[Path]:
+    """The bundle copied to a private temp folder (a .tar.gz unpacked, a directory copied): every check and
+    every write reads this copy, never the original again."""
     path = Path(path)
-    if path.is_dir():
-        yield path
-        return
-    if not path.is_file():
+    if not (path.is_dir() or path.is_file()):
         raise ImportRefused(f"{path}: no such bundle (a .tar.gz file or a directory)")
     tmp = Path(tempfile.mkdtemp(prefix="harness-import-"))
     try:
-        try:
-            with tarfile.open(path, mode="r:*") as tar:
-                members = tar.getmembers()
-                if len(members) > MAX_MEMBERS:
-                    raise ImportRefused(f"{path}: {len(members)} entries, more than a bundle has")
-                for m in members:
-                    if not (m.isfile() or m.isdir()):
-                        raise ImportRefused(f"{path}: {m.name}: not a regular file (links and devices are refused)")
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise ImportRefused(f"{path}: not a readable .tar.gz bundle ({e})") from None
+        (_copy_dir if path.is_dir() else _copy_tar)(path, tmp)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _listed_files(root: Path) -> set[str]:
-    out = set()
-    for p in root.rglob("*"):
-        if p.is_symlink() or not (p.is_file() or p.is_dir()):
-            raise ImportRefused(f"{p.relative_to(root)}: not a regular file (links and devices are refused)")
-        if p.is_file():
-            out.add(p.relative_to(root).as_posix())
-    return out
+def _present(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
 def _read_json(root: Path, name: str) -> Any:
@@ -104,6 +179,8 @@ def _read_json(root: Path, name: str) -> Any:
         return json.loads((root / name).read_bytes())
     except FileNotFoundError:
         raise ImportRefused(f"{name}: missing from the bundle") from None
+    except OSError as e:
+        raise ImportRefused(f"{name}: cannot be read ({e.strerror})") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ImportRefused(f"{name}: not JSON ({e})") from None
 
@@ -114,8 +191,31 @@ def _check_manifest(manifest: Any) -> None:
     for key, kind in (("lab", str), ("runs", list), ("files", dict), ("fingerprints", dict)):
         if not isinstance(manifest.get(key), kind):
             raise ImportRefused(f"{fmt.MANIFEST}: field '{key}' missing or not a {kind.__name__}")
-    if not LAB_NAME.match(manifest["lab"]):
+    if not LAB_NAME.fullmatch(manifest["lab"]):
         raise ImportRefused(f"{fmt.MANIFEST}: lab {manifest['lab']!r} is not a lab name")
+    for run_id in manifest["runs"]:
+        if not (isinstance(run_id, str) and RUN_ID.fullmatch(run_id)):
+            raise ImportRefused(f"{fmt.MANIFEST}: run {run_id!r} is not a run id")
+    if len(set(manifest["runs"])) != len(manifest["runs"]):
+        raise ImportRefused(f"{fmt.MANIFEST}: a run is listed twice")
+    for name, sha in manifest["files"].items():
+        if not (isinstance(sha, str) and SHA256.fullmatch(sha)):
+            raise ImportRefused(f"{fmt.MANIFEST}: the hash of {name!r} is not a sha256")
+
+
+def _layout_problem(name: str, runs: set[str]) -> str | None:
+    """Why a file name is not part of a bundle's layout (None: it is)."""
+    parts = name.split("/")
+    if name == "baselines.json":
+        return None
+    if len(parts) == 2 and parts[0] == "records" and parts[1].endswith(".json") and parts[1][:-5] in runs:
+        return None
+    if len(parts) == 2 and parts[0] == "sources" and parts[1].endswith(".py") and SHA256.fullmatch(parts[1][:-3]):
+        return None
+    if len(parts) == 3 and parts[0] == "models" and parts[1] in runs and NAME_PART.fullmatch(parts[2]):
+        return None
+    return ("not a bundle file (baselines.json, records/RUN.json, sources/SHA256.py, models/RUN/FILE, with RUN "
+            "one of the manifest's runs)")
 
 
 def check_signature(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
@@ -128,7 +228,8 @@ def check_signature(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
         raise ImportRefused(f"{fmt.SIGNATURE}: missing: the bundle is unsigned (--allow-unsigned imports it, "
                             "labelled unsigned)")
     sig = _read_json(root, fmt.SIGNATURE)
-    if not isinstance(sig, dict) or sig.get("lab") != lab or not isinstance(sig.get("public_key"), str):
+    if (not isinstance(sig, dict) or sig.get("lab") != lab or not isinstance(sig.get("public_key"), str)
+            or not isinstance(sig.get("signature"), str)):
         raise ImportRefused(f"{fmt.SIGNATURE}: malformed, or for another lab than the manifest's ({lab!r})")
     try:
         raw = base64.b64decode(sig.get("signature", ""), validate=True)
@@ -136,7 +237,7 @@ def check_signature(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
         raise ImportRefused(f"{fmt.SIGNATURE}: the signature is not base64") from None
     known = [t for t in (trusted or []) if t.lab == lab]
     if not known:
-        if allow_unsigned:
+        if allow_unsigned:  # signed, but by a lab not trusted here: as good as unsigned
             return "unsigned", None
         raise ImportRefused(f"{fmt.SIGNATURE}: lab {lab!r} is not in the trusted keys: add its `harness keys "
                             "show` line to trust it (or --allow-unsigned to import it labelled unsigned)")
@@ -149,16 +250,28 @@ def check_signature(root: Path, manifest: dict[str, Any], manifest_bytes: bytes,
 
 def _check_files(root: Path, manifest: dict[str, Any]) -> None:
     listed = manifest["files"]
-    present = _listed_files(root) - {fmt.MANIFEST, fmt.SIGNATURE}
+    runs = set(manifest["runs"])
+    present = _present(root) - {fmt.MANIFEST, fmt.SIGNATURE}
+    for name in sorted(listed):
+        why = _layout_problem(name, runs)
+        if why:
+            raise ImportRefused(f"{name}: {why}")
     for name in sorted(set(listed) - present):
         raise ImportRefused(f"{name}: listed in the manifest but missing from the bundle")
     for name in sorted(present - set(listed)):
         raise ImportRefused(f"{name}: in the bundle but not in the manifest")
     for name in sorted(listed):
-        got = hashlib.sha256((root / name).read_bytes()).hexdigest()
+        got = file_sha256(root / name)
         if got != listed[name]:
             raise ImportRefused(f"{name}: sha256 {got[:16]}... is not the manifest's {str(listed[name])[:16]}...: "
                                 "the file changed after the bundle was made")
+        if name.startswith("sources/") and got != name[len("sources/"):-len(".py")]:
+            raise ImportRefused(f"{name}: its content's sha256 is {got[:16]}..., not its name")
+    if "baselines.json" in listed:
+        try:
+            Baselines.from_dict(json.loads((root / "baselines.json").read_bytes()), "baselines.json")
+        except (ValueError, BaselineFormatError) as e:
+            raise ImportRefused(f"baselines.json: not a baselines file ({e})") from None
 
 
 def _check_records(root: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -221,52 +334,74 @@ def import_bundle(path: Path, results_dir: Path, trusted: list[TrustedKey] | Non
             benchmarks = load_benchmarks()
         except BenchmarkError:
             benchmarks = {}
-    with opened(path) as root:
-        try:
-            manifest_bytes = (root / fmt.MANIFEST).read_bytes()
-        except FileNotFoundError:
-            raise ImportRefused(f"{fmt.MANIFEST}: missing: {path} is not a harness bundle") from None
-        manifest = _read_json(root, fmt.MANIFEST)
+    with private_copy(path) as root:
+        if not (root / fmt.MANIFEST).is_file():
+            raise ImportRefused(f"{fmt.MANIFEST}: missing: {path} is not a harness bundle")
+        manifest_bytes = (root / fmt.MANIFEST).read_bytes()
+        try:  # the bytes the signature covers, parsed once: what is checked is what was signed
+            manifest = json.loads(manifest_bytes)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ImportRefused(f"{fmt.MANIFEST}: not JSON ({e})") from None
         _check_manifest(manifest)
         lab = manifest["lab"]
         if local_lab and lab == local_lab:
             raise ImportRefused(f"{fmt.MANIFEST}: the bundle is this lab's own ({lab!r}): its runs are in "
                                 "your store already")
         signature, key_line = check_signature(root, manifest, manifest_bytes, trusted, allow_unsigned)
+        if signature == "unsigned" and any(t.lab == lab for t in trusted or []):
+            raise ImportRefused(f"{fmt.SIGNATURE}: lab {lab!r} is trusted here, so its bundles must carry its "
+                                "signature: an unsigned bundle in its name is refused")
         _check_files(root, manifest)
         records = _check_records(root, manifest)
-        labs = LabStore(results_dir, lab)
-        own = ResultStore(results_dir)
-        new, already = [], []
-        for run_id, rec in records.items():
-            existing = labs.existing(run_id) or existing_record(own, run_id)
-            if existing is None:
-                new.append(run_id)
-            elif existing == rec:
-                already.append(run_id)
-            else:
-                raise ImportRefused(f"records/{run_id}.json: run {run_id} is already here with different content "
-                                    f"({labs.records.path_for(run_id) if labs.existing(run_id) else own.path_for(run_id)})")
-        incomparable = _comparability(records, benchmarks, cache_root)
-        bundle_id = hashlib.sha256(manifest_bytes).hexdigest()
-        report = ImportReport(lab, bundle_id, signature, added=new, already=already,
-                              incomparable={r: w for r, w in incomparable.items() if r in new}, store=str(labs.root))
-        if not new:
+        labs = LabStore(results_dir, lab, signed=signature == "verified")
+        with labs.lock():
+            try:
+                ledger = labs.ledger()
+            except LedgerError as e:
+                raise ImportRefused(str(e)) from None
+            new, already = _new_runs(records, labs, ledger, ResultStore(results_dir), results_dir)
+            incomparable = _comparability(records, benchmarks, cache_root)
+            bundle_id = hashlib.sha256(manifest_bytes).hexdigest()
+            report = ImportReport(lab, bundle_id, signature, added=new, already=already,
+                                  incomparable={r: w for r, w in incomparable.items() if r in new},
+                                  store=str(labs.root))
+            if not new:
+                return report
+            # -- every check passed: the new runs' sources and models, their records, then the ledger --
+            shas = {records[r]["provenance"]["submission"]["sha256"] for r in new}
+            for name in sorted(manifest["files"]):
+                parts = name.split("/")
+                if (parts[0] == "sources" and parts[1][:-3] in shas) or (parts[0] == "models" and parts[1] in new):
+                    target = labs.root / name
+                    if not target.exists():
+                        write_bytes_atomic(target, (root / name).read_bytes())
+            if "baselines.json" in manifest["files"]:
+                write_bytes_atomic(labs.root / "baselines.json", (root / "baselines.json").read_bytes())
+            for run_id in new:
+                labs.records.put(records[run_id])
+            labs.record_import(ledger, bundle_id, {
+                "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": str(path),
+                "signature": signature, "public_key": key_line, "created_at": manifest.get("created_at"),
+                "harness_version": manifest.get("harness_version"), "runs": sorted(records)},
+                {r: {"bundle": bundle_id, "signature": signature, "incomparable": incomparable.get(r)} for r in new})
             return report
-        # -- every check passed: write (sources and models first, the records, the ledger last) --
-        for name in sorted(manifest["files"]):
-            if name.startswith(("sources/", "models/")):
-                target = labs.root / name
-                if not target.exists():
-                    write_bytes_atomic(target, (root / name).read_bytes())
-        if "baselines.json" in manifest["files"]:
-            write_bytes_atomic(labs.root / "baselines.json", (root / "baselines.json").read_bytes())
-        for run_id in new:
-            labs.records.put(records[run_id])
-        labs.record_import(bundle_id, {
-            "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "source": str(path),
-            "signature": signature, "public_key": key_line, "created_at": manifest.get("created_at"),
-            "harness_version": manifest.get("harness_version"), "runs": sorted(records)},
-            {r: {"bundle": bundle_id, "signature": signature, "incomparable": incomparable.get(r)} for r in new})
-        return report
 
+
+def _new_runs(records: dict[str, dict[str, Any]], labs: LabStore, ledger: dict[str, Any], own: ResultStore,
+              results_dir: Path) -> tuple[list[str], list[str]]:
+    """(new, already): a run stored and in the ledger with the same content is already here; stored but not
+    in the ledger (an import cut short) is written again; here with other content anywhere is refused."""
+    new, already = [], []
+    for run_id, rec in records.items():
+        for store in (labs.records, own, *other_lab_stores(results_dir, labs)):
+            found = existing_record(store, run_id)
+            if found is not None and found != rec:
+                raise ImportRefused(f"records/{run_id}.json: run {run_id} is already here with different content "
+                                    f"({store.path_for(run_id)})")
+        if existing_record(labs.records, run_id) is not None and run_id in ledger["runs"]:
+            already.append(run_id)
+        elif existing_record(own, run_id) is not None:
+            already.append(run_id)  # this lab's own run, come back through another lab's bundle: nothing to add
+        else:
+            new.append(run_id)
+    return new, already

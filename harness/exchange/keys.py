@@ -8,13 +8,12 @@ The trusted-keys file has one `LAB ssh-ed25519 AAAA... [comment]` per line, like
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -40,7 +39,7 @@ def config_dir(env: dict[str, str] | None = None) -> Path:
 
 
 def check_lab_name(name: str) -> str:
-    if not LAB_NAME.match(name or ""):
+    if not LAB_NAME.fullmatch(name or ""):
         raise KeyProblem(f"lab name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
                         "or digit")
     return name
@@ -106,11 +105,14 @@ def load_keys(directory: Path | None = None) -> LabKey:
                         f"chmod 600 {private}")
     try:
         key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise KeyProblem(f"{private}: not an unencrypted OpenSSH ed25519 private key ({e})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyProblem(f"{private}: not an ed25519 key")
-    parts = public.read_text().split()
+    try:
+        parts = public.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeyProblem(f"{public}: cannot be read as text ({e})") from None
     if len(parts) < 3:
         raise KeyProblem(f"{public}: expected 'ssh-ed25519 AAAA... LAB'; run harness keys init --lab NAME --force")
     lab = check_lab_name(parts[2])
@@ -130,8 +132,8 @@ class TrustedKey:
 def parse_public(text: str, where: str) -> Ed25519PublicKey:
     try:
         key = serialization.load_ssh_public_key(text.encode())
-    except (ValueError, TypeError, base64.binascii.Error) as e:  # type: ignore[attr-defined]
-        raise KeyProblem(f"{where}: not an OpenSSH public key ({e})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise KeyProblem(f"{where}: not an OpenSSH ed25519 public key ({e})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyProblem(f"{where}: only ssh-ed25519 keys are accepted")
     return key
@@ -143,8 +145,12 @@ def load_trusted(path: Path | None = None) -> list[TrustedKey]:
     if not path.is_file():
         raise KeyProblem(f"no trusted-keys file at {path}: run harness keys init --lab NAME, then add each "
                         "partner lab's `harness keys show` line to it (or pass --trusted-keys FILE)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeyProblem(f"{path}: cannot be read as text ({e})") from None
     out: list[TrustedKey] = []
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
+    for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -153,7 +159,7 @@ def load_trusted(path: Path | None = None) -> list[TrustedKey]:
         if len(parts) < 3:
             raise KeyProblem(f"{where}: expected 'LAB ssh-ed25519 AAAA... [comment]'")
         lab = parts[0]
-        if not LAB_NAME.match(lab):
+        if not LAB_NAME.fullmatch(lab):
             raise KeyProblem(f"{where}: {lab!r} is not a lab name")
         pub = f"{parts[1]} {parts[2]}"
         out.append(TrustedKey(lab, parse_public(pub, where), pub, where))

@@ -9,6 +9,7 @@ Any git remote works the same way; the tests use a local bare repository. git is
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.exchange.bundle import MANIFEST, BundleError, export_bundle, select_records
+from harness.exchange.bundle import MANIFEST, SIGNATURE, BundleError, export_bundle, select_records
 from harness.exchange.importer import ImportRefused, import_bundle
 from harness.exchange.keys import LabKey, TrustedKey
 from harness.store import ResultStore
 
 BUNDLES = "bundles"
 PUSH_TRIES = 3
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 class SyncError(RuntimeError):
@@ -53,17 +55,22 @@ def _git(cwd: Path, *args: str) -> str:
     return proc.stdout
 
 
-def _published_runs(folder: Path) -> set[str]:
-    """Run ids in this lab's bundles already in the repository (read from each bundle's manifest)."""
+def _published_runs(folder: Path, key: LabKey) -> set[str]:
+    """Run ids in this lab's bundles already in the repository. Only a manifest this lab's key signed counts:
+    a file someone else put in bundles/THIS_LAB/ cannot mark runs as published."""
     runs: set[str] = set()
+    public = key.private.public_key()
     for path in sorted(folder.glob("*.tar.gz")):
         try:
             with tarfile.open(path, "r:gz") as tar:
-                member = tar.extractfile(MANIFEST)
-                if member is not None:
-                    runs.update(json.loads(member.read()).get("runs", []))
-        except (tarfile.TarError, OSError, ValueError):
-            continue  # an unreadable bundle of ours publishes nothing; its runs go out again
+                manifest = tar.extractfile(MANIFEST).read(MAX_MANIFEST_BYTES + 1)  # type: ignore[union-attr]
+                sig = json.loads(tar.extractfile(SIGNATURE).read(MAX_MANIFEST_BYTES))  # type: ignore[union-attr]
+            public.verify(base64.b64decode(sig["signature"], validate=True), manifest)
+            doc = json.loads(manifest)
+            if len(manifest) <= MAX_MANIFEST_BYTES and doc.get("lab") == key.lab:
+                runs.update(r for r in doc.get("runs", []) if isinstance(r, str))
+        except Exception:  # noqa: BLE001 - unreadable or not ours: it publishes nothing; its runs go out again
+            continue
     return runs
 
 
@@ -89,6 +96,8 @@ def sync(repo: str, key: LabKey, results_dir: Path, trusted: list[TrustedKey], *
                     report.imported[rel] = got.to_dict()
                 except ImportRefused as e:
                     report.refused[rel] = str(e)
+                except Exception as e:  # noqa: BLE001 - one bad bundle in a shared repository stops no other
+                    report.refused[rel] = f"{type(e).__name__}: {e}"
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
@@ -97,7 +106,7 @@ def sync(repo: str, key: LabKey, results_dir: Path, trusted: list[TrustedKey], *
 def _publish(clone: Path, mine: Path, key: LabKey, results_dir: Path, report: SyncReport, benchmark: str | None,
              with_models: bool, baselines_path: Path | None) -> None:
     store = ResultStore(results_dir)
-    published = _published_runs(mine)
+    published = _published_runs(mine, key)
     records, _ = select_records(store, benchmark=benchmark)
     new = [r["run_id"] for r in records if r["run_id"] not in published and
            r["provenance"]["benchmark"].get("fingerprint")]

@@ -32,8 +32,10 @@ def read_record(run_dir: Path) -> RunRecord:
         raise RescoreError(f"{run_dir}: no readable {contract.RUN_RESULT} ({e})") from None
 
 
-def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, fixed_dir: Path) -> RunRecord:
-    """The run's record with a fresh verdict of the fixed evaluator (not written: see rescore_run)."""
+def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, fixed_dir: Path,
+            gpu_uuids: list[str] | None = None) -> RunRecord:
+    """The run's record with a fresh verdict of the fixed evaluator (not written: see rescore_run).
+    gpu_uuids: the GPU to evaluate on (default: the one the run recorded; another lab's run: this lab's)."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     export = export_info(run_dir)
@@ -47,7 +49,7 @@ def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, f
                        data_dir=data_dir, fixed_dir=fixed_dir, run_dir=run_dir,
                        env={contract.ENV_BENCHMARK: bench.name, contract.ENV_DATA_DIR: str(data_dir),
                             contract.ENV_SEED: str(record.seed), contract.ENV_OUT_DIR: str(run_dir / contract.RUN_OUT)},
-                       gpu_uuids=[gpu["uuid"]] if gpu.get("uuid") else [])
+                       gpu_uuids=gpu_uuids if gpu_uuids is not None else ([gpu["uuid"]] if gpu.get("uuid") else []))
     # Back to where training left it: ok, with the score train.py printed (reported, never counted).
     metrics = {**record.metrics, "val_bpb": record.metrics.get("reported_val_bpb")}
     trained = replace(record.outcome, status="ok", reason=None, metrics=metrics)
