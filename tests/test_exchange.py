@@ -509,3 +509,49 @@ def test_an_import_cut_short_is_completed_by_the_next(labs, tmp_path, monkeypatc
     assert doc["added"] == json.loads((clean / "manifest.json").read_text())["runs"]  # written again, now ledgered
     board = ok_json(invoke(env, "leaderboard", "--labs", "all", "--json"))
     assert [r["lab"] for r in board["rows"]] == ["north"]
+
+
+# --- reproducing an imported submission here ------------------------------------------------------------------
+
+def test_reproduction_compares_normalized_deltas_with_welch():
+    from harness.exchange.reproduce import Side, compare
+
+    def side(lab, cls, values, base):
+        return Side(lab, cls, [f"{lab}{i}" for i in range(len(values))], values, base,
+                    [v - base for v in values] if base is not None else [])
+
+    # Two classes, each against its own baseline: the deltas are compared, not the raw scores.
+    claimed = side("north", "H100-SXM-80GB", [0.950, 0.952, 0.948], 0.990)  # Δ about -0.040
+    local = side("local", "A100-SXM-40GB", [1.061, 1.059, 1.060], 1.100)  # Δ about -0.040 as well
+    rep = compare(claimed, local, "sha")
+    assert rep.compared == "normalized delta" and rep.welch["p_two_sided"] > 0.5  # the same improvement
+    worse = side("local", "A100-SXM-40GB", [1.091, 1.089, 1.090], 1.100)  # Δ -0.010: not reproduced
+    rep = compare(claimed, worse, "sha")
+    assert rep.welch["delta"] == pytest.approx(0.030, abs=1e-9) and rep.welch["p_two_sided"] < 0.01
+    # One class, no baselines: the raw scores compare directly; across classes without them, nothing does.
+    assert compare(side("north", "X", [1.0, 1.01], None), side("local", "X", [1.0, 1.02], None), "s").compared \
+        == "val_bpb (same class)"
+    nothing = compare(side("north", "X", [1.0, 1.01], None), side("local", "Y", [1.0, 1.02], 1.1), "s")
+    assert nothing.welch is None and "north's X" in nothing.note
+    few = compare(side("north", "X", [1.0], None), side("local", "X", [1.0, 1.02], None), "s")
+    assert few.welch is None and "2+ runs a side" in few.note
+
+
+@pytest.mark.docker
+def test_reproduce_trains_an_imported_submission_here(labs, north_bundle):
+    root, envs = labs
+    bundle, exported = north_bundle
+    south = envs["south"]
+    invoke(south, "import", bundle)  # (or already imported)
+    run_id = exported["runs"][0]
+    doc = ok_json(invoke(south, "reproduce", run_id[:15], "--seeds", "1", "--backend", "local", "--no-calibrate",
+                         "--json"))
+    assert doc["claimed"]["lab"] == "north" and doc["claimed"]["run_ids"] == [run_id]
+    assert doc["local"]["n"] == 1 and len(doc["records"]) == 1
+    assert doc["compared"] == "val_bpb (same class)" and doc["welch"] is None and "2+ runs" in doc["note"]
+    local = json.loads((Path(south["HARNESS_RESULTS"]) / "runs" / f"{doc['records'][0]}.json").read_text())
+    assert local["provenance"]["submission"]["sha256"] == doc["submission_sha256"]
+    assert local["provenance"]["submission"]["description"] == f"reproduce north:{run_id}"
+    assert local["decision"] is None  # a reproduction is never a keep/discard decision of this lab
+    missing = invoke(south, "reproduce", "20990101-000000-000000")
+    assert missing.exit_code == 2 and "no imported run" in missing.output

@@ -204,3 +204,38 @@ def rescore_claims_cmd(target: str = typer.Argument(..., help="A lab already imp
             typer.echo(f"{run_id}  unchecked  {clean_text(why)}")
     if problems or any(c.status != "confirmed" for c in claims):
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("reproduce")
+def reproduce_cmd(run_id: str = typer.Argument(..., help="An imported run (harness import); a prefix that names "
+                                               "one run is enough."),
+                  seeds: int = typer.Option(2, "--seeds", min=1, help="Runs here (2+ for Welch's test)."),
+                  backend: str = typer.Option("auto", help="Where the runs happen."),
+                  runtime: Optional[str] = typer.Option(None, "--runtime", help="Container runtime (runsc)."),
+                  no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration."),
+                  results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
+    """Train an imported submission here and set the local result beside the claim, with Welch's test."""
+    from harness.cli.common import setup_errors, sigterm_as_interrupt
+    from harness.exchange.reproduce import ReproduceError, reproduce
+
+    root = Path(results or paths.results_dir())
+    try:
+        with setup_errors(), sigterm_as_interrupt():
+            rep, records = reproduce(root, run_id, seeds, backend=backend, runtime=runtime,
+                                     calibrate=not no_calibrate)
+    except ReproduceError as e:
+        fail(str(e))
+    if as_json:
+        emit_json({**rep.to_dict(), "records": [r.run_id for r in records]})
+        return
+    for side in (rep.claimed, rep.local):
+        d = side.to_dict()
+        spread = f" ± {d['std']:.4f}" if d["std"] is not None else ""
+        delta = f", Δ {d['delta_mean']:+.4f} vs its class baseline" if d["delta_mean"] is not None else ""
+        mean = f"{d['mean']:.4f}{spread}" if d["mean"] is not None else "no scored run"
+        typer.echo(f"{clean_text(side.lab):12} {clean_text(side.gpu_class or '-'):24} n={side.n}  {mean}{delta}")
+    if rep.welch:
+        typer.echo(f"Welch on {rep.compared}: Δ(local - claimed) {rep.welch['delta']:+.4f}, "
+                   f"p (two-sided) {rep.welch['p_two_sided']:.3g}")
+    if rep.note:
+        typer.echo(f"note: {clean_text(rep.note)}")
