@@ -57,6 +57,9 @@ class Benchmark:
     eval_timeout_s: float = 600.0
     clock: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CLOCK))
     runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the daemon's default
+    budget_mode: str = "wall"  # or "reference-compute": time_budget_s is budget_reference's (harness/budget.py)
+    budget_reference: str | None = None
+    budget_bounds: tuple[float, float] = (0.25, 4.0)
 
     def data_config(self) -> dict[str, Any]:
         """What fixed/prepare.py needs to build the cache; its hash identifies the cache."""
@@ -136,6 +139,9 @@ def parse_benchmarks(doc: Any, source: str = "benchmarks.yaml") -> dict[str, Ben
             eval_timeout_s=float(b.get("eval_timeout_s", 600.0)),
             clock={**DEFAULT_CLOCK, **b.get("clock", {})},
             runtime=b.get("runtime") or None,
+            budget_mode=b.get("budget_mode", "wall"),
+            budget_reference=b.get("budget_reference") or None,
+            budget_bounds=tuple(float(x) for x in b.get("budget_bounds", (0.25, 4.0))),  # type: ignore[arg-type]
         )
     return out
 
@@ -161,6 +167,20 @@ def _check_consistency(name: str, b: dict[str, Any], source: str) -> None:
             fail("data.successors", f"{data['successors']} exceeds the alphabet size {len(data['alphabet'])}")
         if len(set(data["alphabet"])) != len(data["alphabet"]) or not data["alphabet"].isascii():
             fail("data.alphabet", "must be distinct ASCII characters")
+    if b.get("budget_mode") == "reference-compute":
+        from harness.hw.class_table import load_class_table
+        from harness.hw.gpu_class import class_from_label
+
+        ref = b.get("budget_reference")
+        if not ref:
+            fail("budget_reference", "budget_mode reference-compute needs the class whose budget time_budget_s is "
+                 "(e.g. H100-SXM-80GB)")
+        if not class_from_label(ref, load_class_table()).peak_flops.get("bf16"):
+            fail("budget_reference", f"{ref!r} has no bf16 peak in harness/data/gpu_classes.yaml: name a class "
+                 "the table knows")
+    lo, hi = b.get("budget_bounds", (0.25, 4.0))
+    if not lo <= 1.0 <= hi:
+        fail("budget_bounds", f"[{lo}, {hi}] must hold 1 (the reference's own budget)")
     if "prepare" not in b["allowed_imports"]:
         fail("allowed_imports", "must include 'prepare' (train.py imports the fixed API from it)")
 

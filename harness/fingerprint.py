@@ -30,11 +30,14 @@ PREFIX = "bfp1:"  # a fingerprint is never mistaken for a file's sha256
 
 
 def scoring_config(bench: Benchmark, budget_s: float | None = None) -> dict[str, Any]:
-    """The benchmark settings that bear on a score, with the budget the run actually had."""
+    """The benchmark settings that bear on a score, with the run's unscaled budget (the benchmark's, or a
+    --budget): with reference-compute budgets, runs on two classes have two budgets and one fingerprint."""
     return {
         **bench.data_config(),
         "time_budget_s": float(budget_s if budget_s is not None else bench.time_budget_s),
-        "budget_mode": getattr(bench, "budget_mode", "wall"),
+        "budget_mode": bench.budget_mode,  # two modes never share a fingerprint (nor a leaderboard row)
+        **({"budget_reference": bench.budget_reference, "budget_bounds": list(bench.budget_bounds)}
+           if bench.budget_mode != "wall" else {}),
         "clock": {k: float(v) for k, v in sorted(bench.clock.items())},
         "limits": {k: v for k, v in sorted(vars(bench.limits).items())},
         "allowed_imports": sorted(bench.allowed_imports),

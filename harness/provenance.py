@@ -11,6 +11,7 @@ from typing import Any
 
 from harness import __version__
 from harness.benchmarks import Benchmark
+from harness.budget import BudgetPlan
 from harness.data import CacheInfo
 from harness.fingerprint import benchmark_fingerprint
 from harness.fixedcode import file_sha256, fixed_hashes
@@ -41,7 +42,8 @@ def _git(path: Path) -> dict[str, Any] | None:
 
 def build_provenance(*, train_py: Path, description: str, bench: Benchmark, cache: CacheInfo, seed: int,
                      backend: str, image: dict[str, Any] | None, fixed_dir: Path,
-                     budget_s: float | None = None) -> dict[str, Any]:
+                     budget: BudgetPlan | None = None) -> dict[str, Any]:
+    """budget: the run's budget plan (harness/budget.py); None: a run refused before it had one."""
     fixed = fixed_hashes(fixed_dir)
     return {
         "submission": {
@@ -53,8 +55,8 @@ def build_provenance(*, train_py: Path, description: str, bench: Benchmark, cach
         },
         "benchmark": {
             "name": bench.name,
-            # What makes two results comparable (harness/fingerprint.py), at the budget this run had.
-            "fingerprint": benchmark_fingerprint(bench, cache.manifest, fixed, budget_s),
+            # What makes two results comparable (harness/fingerprint.py), at this run's unscaled budget.
+            "fingerprint": benchmark_fingerprint(bench, cache.manifest, fixed, budget.base_s if budget else None),
             "config_sha256": cache.manifest["config_sha256"],
             "prepare_sha256": fixed.get("prepare.py"),
             "fixed_sha256": fixed,
@@ -64,6 +66,7 @@ def build_provenance(*, train_py: Path, description: str, bench: Benchmark, cach
             "unigram_bpb": cache.stats.get("unigram_bpb"),
         },
         "backend": backend,
+        "budget": budget.to_dict() if budget else None,
         "image": image,
         "seed": seed,
         "versions": {

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import contract, paths
-from harness.atomic import write_json_atomic
 from harness.benchmarks import get_benchmark
 from harness.data import cache_info
 from harness.exchange.labs import LabStore, find_lab
 from harness.fingerprint import local_fingerprint
+from harness.record import RunRecord
 
 # Two evaluations of one exported model on the same val data agree to float rounding on one device; across
 # devices (CPU and GPU kernels, bf16) they differ by up to ~1e-3 bpb. Beyond this a claim is disputed.
@@ -52,7 +52,7 @@ class Claim:
 
 
 def _scratch_run(store: LabStore, record: dict[str, Any]) -> Path:
-    """A run folder the rescore stage can read: the record, the train.py, the exported model."""
+    """A run folder the rescore stage can use: the train.py and the exported model (the record is passed)."""
     run_id = record["run_id"]
     models = store.model_dir(run_id)
     if not (models / contract.OUT_MODEL).is_file() or not (models / contract.OUT_EXPORT_INFO).is_file():
@@ -64,7 +64,6 @@ def _scratch_run(store: LabStore, record: dict[str, Any]) -> Path:
         shutil.copyfile(models / name, run_dir / contract.RUN_OUT / name)
     source = store.source(record["provenance"]["submission"]["sha256"])
     shutil.copyfile(source, run_dir / contract.RUN_TRAIN_PY)
-    write_json_atomic(run_dir / contract.RUN_RESULT, record)
     return run_dir
 
 
@@ -87,7 +86,8 @@ def check_claim(results_dir: Path, lab: str, run_id: str, *, backend_name: str =
     claimed = record["metrics"].get("val_bpb")
     run_dir = _scratch_run(store, record)
     backend, hw = backend_and_hardware(backend_name, None, runtime, bench)  # this lab's image and GPU
-    new = rescore(run_dir, bench, backend, cache_info(bench).data_dir, paths.fixed_dir(), gpu_uuids=hw.gpu_uuids)
+    new = rescore(run_dir, bench, backend, cache_info(bench).data_dir, paths.fixed_dir(), gpu_uuids=hw.gpu_uuids,
+                  record=RunRecord.from_dict(record))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if new.status in ("infra_error", "aborted"):
         raise ClaimError(f"run {run_id}: the evaluator did not run here: {new.reason}")

@@ -66,7 +66,7 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
     po = trained.outcome
     image = {"id": po.image, "tag": po.image_tag} if po.image or po.image_tag else None
     prov = build_provenance(train_py=train_py, description=opts.description, bench=bench, cache=cache, seed=p.seed,
-                            backend=po.backend, image=image, fixed_dir=p.request.fixed_dir, budget_s=p.budget_s)
+                            backend=po.backend, image=image, fixed_dir=p.request.fixed_dir, budget=p.budget_plan)
     if opts.origin:  # read from a commit (harness ci): the commit, not the temporary copy's folder
         prov["submission"]["git"] = dict(opts.origin)
     if po.runtime:  # the container runtime (runc, runsc) and its version, as the backend found them

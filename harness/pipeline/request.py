@@ -15,6 +15,7 @@ from typing import Any, Callable
 from harness import contract, journal, paths
 from harness.backends.base import DEFAULT_LOG_CAP_BYTES, Backend, RunRequest
 from harness.benchmarks import Benchmark
+from harness.budget import BudgetError, BudgetPlan, calibrated_flops, plan_budget
 from harness.data import CacheInfo
 from harness.feed import FeedServer
 from harness.hw.context import HardwareContext
@@ -62,6 +63,7 @@ class RunOptions:
     results_dir: Path | None = None  # the store the record goes to (a recovered run is recorded there too)
     runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
     origin: dict[str, Any] | None = None  # where the candidate came from (its git commit, branch ...): provenance
+    budget_plan: BudgetPlan | None = None  # decided once by the caller (seeds) or here (harness/budget.py)
 
 
 def new_run_id() -> str:
@@ -95,6 +97,7 @@ class Prepared:
     cache: CacheInfo
     hardware: HardwareContext
     budget_s: float
+    budget_plan: BudgetPlan
     seed: int
     original: Path  # the candidate's own path (its provenance); the run sees request.train_py, a copy
     description: str
@@ -106,11 +109,22 @@ class Prepared:
         return self.request.run_dir
 
 
+def decide_budget(opts: RunOptions, hw: HardwareContext) -> BudgetPlan:
+    """The run's budget plan (harness/budget.py); a class without a table peak is measured only when the
+    benchmark scales by compute and calibration is on. BudgetError says what to do otherwise."""
+    measure = calibrated_flops if opts.calibrate else None
+    try:
+        return plan_budget(opts.benchmark, hw.cls, override_s=opts.budget_s, measured_flops=measure)
+    except BudgetError as e:
+        raise RunError(str(e)) from None
+
+
 def prepare_request(train_py: Path, opts: RunOptions, cache: CacheInfo, hw: HardwareContext,
                     backend: Backend) -> Prepared:
     bench = opts.benchmark
     seed = choose_seed(opts.seed)
-    budget = float(opts.budget_s if opts.budget_s is not None else bench.time_budget_s)
+    plan = opts.budget_plan or decide_budget(opts, hw)
+    budget = plan.seconds
     # A shorter budget shortens the hard timeout with it, keeping the benchmark's margin for startup and eval.
     hard_timeout = opts.hard_timeout_s or (bench.hard_timeout_s - bench.time_budget_s + budget)
     run_id = new_run_id()
@@ -129,7 +143,7 @@ def prepare_request(train_py: Path, opts: RunOptions, cache: CacheInfo, hw: Hard
         command=list(CALIBRATED_COMMAND) if opts.calibrate else None,
         extra_mounts={"feed": feed.sock_dir},
         data_entries=list(TRAINING_ENTRIES if opts.verified else COMPAT_ENTRIES), cancel=threading.Event())
-    prepared = Prepared(request, feed, cache, hw, budget, seed, Path(train_py), opts.description, opts.verified,
+    prepared = Prepared(request, feed, cache, hw, budget, plan, seed, Path(train_py), opts.description, opts.verified,
                         opts.calibrate)
     # Written before anything runs: if this process dies, the next harness command records the run.
     journal.begin(run_dir, provisional_record(prepared, backend).to_dict(), opts.results_dir)
@@ -141,7 +155,7 @@ def provisional_record(p: Prepared, backend: Backend) -> RunRecord:
     now = time.time()
     prov = build_provenance(train_py=p.original, description=p.description, bench=p.request.benchmark,
                             cache=p.cache, seed=p.seed, backend=backend.name, image=None,
-                            fixed_dir=p.request.fixed_dir, budget_s=p.budget_s)
+                            fixed_dir=p.request.fixed_dir, budget=p.budget_plan)
     timings = Timings(started_at=now, first_output_at=None, ended_at=now, startup_s=None, training_s=None,
                       eval_s=None, total_s=0.0)
     outcome = Outcome(status="aborted", reason="the harness process died during the run", backend=backend.name,

@@ -33,11 +33,12 @@ def read_record(run_dir: Path) -> RunRecord:
 
 
 def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, fixed_dir: Path,
-            gpu_uuids: list[str] | None = None) -> RunRecord:
+            gpu_uuids: list[str] | None = None, record: RunRecord | None = None) -> RunRecord:
     """The run's record with a fresh verdict of the fixed evaluator (not written: see rescore_run).
-    gpu_uuids: the GPU to evaluate on (default: the one the run recorded; another lab's run: this lab's)."""
+    gpu_uuids: the GPU to evaluate on (default: the one the run recorded; another lab's run: this lab's).
+    record: the run's record when it is not the folder's result.json (an imported run's, for a claim)."""
     run_dir = Path(run_dir)
-    record = read_record(run_dir)
+    record = record or read_record(run_dir)
     export = export_info(run_dir)
     if export is None:
         raise RescoreError(f"{run_dir}: no exported model (out/export.json): only verified runs can be re-scored")

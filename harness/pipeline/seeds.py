@@ -17,7 +17,7 @@ from harness.pipeline.backend import backend_and_hardware, hooks
 from harness.pipeline.finish import run_dir_of, write_record
 from harness.pipeline.judge import compat_evaluation
 from harness.pipeline.once import execute_run
-from harness.pipeline.request import Event, RunOptions
+from harness.pipeline.request import Event, RunOptions, decide_budget
 from harness.record import COMPAT, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
 from harness.store import ResultStore
@@ -68,12 +68,15 @@ def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambd
 def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: HardwareContext, backend: Backend,
                cache: Any, baselines_path: Path, store: ResultStore, records: list[RunRecord]) -> None:
     bench = opts.benchmark
+    # One budget for every seed (a class without a table peak is calibrated once, not per seed).
+    plan = decide_budget(RunOptions(benchmark=bench, budget_s=opts.budget_s, calibrate=opts.calibrate), hw)
     for i in range(n):
         on_event("seed", {"index": i + 1, "of": n})
         run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
                               description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
                               calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
-                              nvml_module=opts.nvml_module, results_dir=store.root, origin=opts.origin)
+                              nvml_module=opts.nvml_module, results_dir=store.root, origin=opts.origin,
+                              budget_plan=plan)
         record = execute_run(train_py, run_opts, on_event=on_event, cache=cache, backend=backend, write=False)
         export = record.evaluation.export if record.evaluation else None
         if opts.verified and record.status == "ok" and export is not None and not export.ok:
