@@ -19,6 +19,12 @@ TrustedOpt = typer.Option(None, "--trusted-keys", help="Trusted-keys file: one '
                                                        "line (default: the config directory's trusted_keys).")
 
 
+def _local_lab() -> str | None:
+    from harness.exchange.keys import local_lab
+
+    return local_lab()  # a bundle of this lab's own is never imported back
+
+
 @keys_app.command("init")
 def keys_init(lab: str = typer.Option(..., "--lab", help="This lab's name, as other labs will see it."),
               force: bool = typer.Option(False, "--force", help="Replace an existing key pair."),
@@ -95,7 +101,7 @@ def import_cmd(bundle: Path = typer.Argument(..., help="A bundle: FILE.tar.gz or
                as_json: bool = JsonOpt) -> None:
     """Check another lab's bundle (signature, hashes, schema, fingerprint) and add its runs, all or nothing."""
     from harness.exchange.importer import ImportRefused, import_bundle
-    from harness.exchange.keys import KeyProblem, load_keys, load_trusted
+    from harness.exchange.keys import KeyProblem, load_trusted
 
     try:
         trusted = load_trusted(trusted_keys)
@@ -104,12 +110,8 @@ def import_cmd(bundle: Path = typer.Argument(..., help="A bundle: FILE.tar.gz or
             fail(str(e))
         trusted = []
     try:
-        local_lab = load_keys().lab
-    except KeyProblem:
-        local_lab = None
-    try:
         report = import_bundle(bundle, results or paths.results_dir(), trusted, allow_unsigned=allow_unsigned,
-                               local_lab=local_lab)
+                               local_lab=_local_lab())
     except ImportRefused as e:
         fail(f"{bundle}: refused, nothing imported: {e}", EXIT_FAILED)
     if as_json:
@@ -168,7 +170,7 @@ def rescore_claims_cmd(target: str = typer.Argument(..., help="A lab already imp
     from harness.data import DataError
     from harness.exchange.claims import ClaimError, check_claim, claims_of
     from harness.exchange.importer import ImportRefused, import_bundle
-    from harness.exchange.keys import KeyProblem, load_keys, load_trusted
+    from harness.exchange.keys import KeyProblem, load_trusted
     from harness.exchange.labs import lab_names
     from harness.pipeline import RunError
 
@@ -176,11 +178,7 @@ def rescore_claims_cmd(target: str = typer.Argument(..., help="A lab already imp
     lab = target
     if Path(target).exists() and target not in lab_names(root):
         try:
-            local = load_keys().lab
-        except KeyProblem:
-            local = None
-        try:
-            lab = import_bundle(Path(target), root, load_trusted(trusted_keys), local_lab=local).lab
+            lab = import_bundle(Path(target), root, load_trusted(trusted_keys), local_lab=_local_lab()).lab
         except (ImportRefused, KeyProblem) as e:
             fail(f"{target}: refused, nothing imported: {e}", EXIT_FAILED)
     if lab not in lab_names(root):

@@ -114,7 +114,7 @@ def _cross_lab(benchmark: str, labs: str, incomparable: bool, results: Optional[
     from harness import paths
     from harness.data import DataError
     from harness.exchange.board import by_improvement, cross_lab_board
-    from harness.exchange.keys import KeyProblem, load_keys
+    from harness.exchange.keys import local_lab
     from harness.fingerprint import local_fingerprint
 
     bench = bench_or_exit(benchmark)
@@ -123,14 +123,10 @@ def _cross_lab(benchmark: str, labs: str, incomparable: bool, results: Optional[
     except DataError as e:
         fingerprint = None
         err.print(f"note: {clean_text(str(e))}: no run is comparable until it is", highlight=False)
-    try:
-        local_lab = load_keys().lab
-    except KeyProblem:
-        local_lab = None
     wanted = None if labs == "all" else [x.strip() for x in labs.split(",") if x.strip()]
     rows = cross_lab_board(Path(results or paths.results_dir()), benchmark, fingerprint,
                            baselines_path=paths.baselines_file(), labs=wanted, include_incomparable=incomparable,
-                           local_lab=local_lab)
+                           local_lab=local_lab())
     if improvement:
         rows = by_improvement(rows)
     if as_json:

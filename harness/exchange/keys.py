@@ -121,6 +121,14 @@ def load_keys(directory: Path | None = None) -> LabKey:
     return LabKey(lab, key)
 
 
+def local_lab(directory: Path | None = None) -> str | None:
+    """This lab's name when it has a key pair, else None (a lab without keys can still import)."""
+    try:
+        return load_keys(directory).lab
+    except KeyProblem:
+        return None
+
+
 @dataclass(frozen=True)
 class TrustedKey:
     lab: str
