@@ -32,12 +32,11 @@ demo: venv
 
 # The whole suite. Container tests skip (saying why) only when no Docker daemon is reachable,
 # and fail instead when CI=true.
-# Two workers (pytest-xdist): a file with module-scoped fixtures stays on one worker (its xdist_group), the
-# other tests spread one by one. Most of a test's time is spent waiting on processes, containers and
-# clocks, so two workers share two cores well. TEST_WORKERS=0 runs in one process.
+# Two workers (pytest-xdist), one test file each at a time: most of a test's time is spent waiting on
+# processes, containers and clocks, so two files share two cores well. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Throughput and overhead figures, measured side by side in one run.
 bench: venv

@@ -28,10 +28,6 @@ FAST = ["--seeds", "1", "--budget", "5", "--backend", "local", "--no-calibrate",
 runner = CliRunner()
 
 
-# Module-scoped fixtures: with `make test`'s two workers, one worker runs this whole file.
-pytestmark = pytest.mark.xdist_group("ci")
-
-
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 

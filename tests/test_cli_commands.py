@@ -39,10 +39,6 @@ FAST_RUN = ["--backend", "local", "--budget", "2", "--no-calibrate"]  # what eve
 runner = CliRunner()
 
 
-# Module-scoped fixtures: with `make test`'s two workers, one worker runs this whole file.
-pytestmark = pytest.mark.xdist_group("cli_commands")
-
-
 def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 

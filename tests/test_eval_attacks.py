@@ -31,10 +31,6 @@ import archive_check  # noqa: E402
 import wire  # noqa: E402
 
 
-# Module-scoped fixtures: with `make test`'s two workers, one worker runs this whole file.
-pytestmark = pytest.mark.xdist_group("eval_attacks")
-
-
 class OpensAFile:
     """Unpickling this creates `path`: proof that the loader ran our code."""
 

@@ -31,10 +31,6 @@ TOY = REPO / "tests" / "cases" / "toy_train.py"
 runner = CliRunner()
 
 
-# Module-scoped fixtures: with `make test`'s two workers, one worker runs this whole file.
-pytestmark = pytest.mark.xdist_group("exchange")
-
-
 def _yaml(path: Path, budget: float) -> Path:
     doc = yaml.safe_load((REPO / "benchmarks.yaml").read_text())
     doc["benchmarks"]["tiny"]["time_budget_s"] = budget

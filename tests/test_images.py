@@ -26,10 +26,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # --------------------------------------------------------------------------- no Docker needed
 
 
-# Module-scoped fixtures: with `make test`'s two workers, one worker runs this whole file.
-pytestmark = pytest.mark.xdist_group("images")
-
-
 def test_tags():
     assert images.image_tag("cpu") == f"harness-cpu:{__version__}"
     assert images.image_tag("cuda") == f"harness-cuda:{__version__}"

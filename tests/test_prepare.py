@@ -16,10 +16,6 @@ from tests.conftest import load_prepare
 
 # --- the synthetic corpus and its entropy floor ------------------------------------------------
 
-# Module-scoped fixtures: with `make test`'s two workers, one worker runs this whole file.
-pytestmark = pytest.mark.xdist_group("prepare")
-
-
 def test_markov_floor_matches_monte_carlo(prepare_mod, tiny_bench):
     """The analytic entropy rate equals the generator's own average surprisal on a long sample."""
     cfg = tiny_bench.data
