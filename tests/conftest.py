@@ -17,6 +17,17 @@ from harness.data import prepare_benchmark
 REPO = paths.REPO_ROOT
 _counter = itertools.count()
 
+# The longest files first. `make test` runs two workers that take whole files (--dist loadfile) in this
+# order: a long file started last would end the suite alone while the other worker idles.
+SLOW_FIRST = ("test_submit_seeds.py", "test_ci.py", "test_clock.py", "test_exchange.py", "test_submit.py",
+              "test_cli_commands.py", "test_eval_attacks.py", "test_docker_verified.py", "test_verified_eval.py",
+              "test_submit_tsv.py", "test_run_local.py", "test_baseline.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+
 
 @pytest.fixture(scope="session")
 def tiny_bench():
