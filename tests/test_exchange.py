@@ -555,3 +555,86 @@ def test_reproduce_trains_an_imported_submission_here(labs, north_bundle):
     assert local["decision"] is None  # a reproduction is never a keep/discard decision of this lab
     missing = invoke(south, "reproduce", "20990101-000000-000000")
     assert missing.exit_code == 2 and "no imported run" in missing.output
+
+
+# --- hostile bundles that need no real run (the checks before any record is read) ----------------------------
+
+def _bare_bundle(d: Path, manifest: object, sig: object | None = None) -> Path:
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    if sig is not None:
+        (d / "manifest.sig").write_text(json.dumps(sig))
+    return d
+
+
+def _import(path: Path, results: Path, **kw):
+    from harness.exchange.importer import import_bundle
+
+    return import_bundle(path, results, [], **kw)
+
+
+def test_malformed_bundles_are_refused_with_a_reason_not_a_traceback(tmp_path, monkeypatch):
+    import tarfile
+
+    import harness.exchange.importer as importer
+    from harness.exchange.importer import ImportRefused
+
+    ok = {"format": 1, "kind": "harness-bundle", "lab": "north", "runs": [], "files": {}, "fingerprints": {}}
+    results = tmp_path / "results"
+    cases = {
+        "a signature that is a number": (_bare_bundle(tmp_path / "b1", ok, {"lab": "north", "public_key": "x",
+                                                                           "signature": 7}), "malformed"),
+        "a lab name with a newline": (_bare_bundle(tmp_path / "b2", {**ok, "lab": "north\n"}), "not a lab name"),
+        "a run id with a newline": (_bare_bundle(tmp_path / "b3", {**ok, "runs": ["20261203-000000-abcdef\n"]}),
+                                    "not a run id"),
+        "a manifest that is a list": (_bare_bundle(tmp_path / "b4", [ok]), "not a harness bundle manifest"),
+    }
+    (tmp_path / "b5" / "manifest.json").mkdir(parents=True)
+    (tmp_path / "b5" / "manifest.json" / "x").write_text("{}")
+    cases["a manifest that is a folder"] = (tmp_path / "b5", "manifest.json: missing")
+    for name, (bundle, why) in cases.items():
+        with pytest.raises(ImportRefused, match=why):
+            _import(bundle, results)
+        assert not results.exists(), name
+    # The size caps hold before a byte is unpacked (set low here: a real bomb would take gigabytes).
+    monkeypatch.setattr(importer, "MAX_TOTAL_BYTES", 1000)
+    big = _bare_bundle(tmp_path / "big", ok)
+    (big / "baselines.json").write_bytes(b" " * 2000)
+    with pytest.raises(ImportRefused, match="unpacks to more than"):
+        _import(big, results)
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        tar.add(big / "baselines.json", arcname="baselines.json")
+    with pytest.raises(ImportRefused, match="unpacks to more than"):
+        _import(bomb, results)
+    assert not results.exists()
+
+
+def test_sync_counts_only_its_own_signed_manifests_as_published(tmp_path):
+    import tarfile
+
+    from harness.exchange.keys import init_keys
+    from harness.exchange.sync import _published_runs
+
+    key = init_keys("north", tmp_path / "config")
+    folder = tmp_path / "bundles" / "north"
+    folder.mkdir(parents=True)
+
+    def bundle(name: str, runs: list[str], signer) -> None:
+        import base64
+        import io
+
+        manifest = json.dumps({"lab": "north", "runs": runs}).encode()
+        sig = json.dumps({"signature": base64.b64encode(signer.sign(manifest)).decode()}).encode()
+        with tarfile.open(folder / name, "w:gz") as tar:
+            for arc, data in (("manifest.json", manifest), ("manifest.sig", sig)):
+                info = tarfile.TarInfo(arc)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    bundle("ours.tar.gz", ["20261203-000000-aaaaaa"], key)
+    bundle("planted.tar.gz", ["20261203-000000-bbbbbb"], Ed25519PrivateKey.generate())  # someone with push access
+    (folder / "junk.tar.gz").write_bytes(b"not a tarball")
+    assert _published_runs(folder, key) == {"20261203-000000-aaaaaa"}
