@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.exchange.labs import lab_stores
-from harness.scoring.baselines import Baselines, BaselineFormatError, load_baselines
+from harness.scoring.baselines import Baselines, baselines_or_none
 from harness.scoring.leaderboard import Row, group_best, scored
 from harness.scoring.normalize import normalize
 from harness.scoring.stats import summarize
@@ -48,14 +48,6 @@ class LabRow:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _baselines(path: Path) -> Baselines:
-    """A lab's baselines; an unreadable file counts as none (its rows then have no Δ or z)."""
-    try:
-        return load_baselines(path) if path.is_file() else Baselines()
-    except (BaselineFormatError, OSError, ValueError):
-        return Baselines()
 
 
 def _trust_of_import(signature: str, claim: dict[str, Any] | None) -> str:
@@ -127,7 +119,7 @@ def cross_lab_board(results_dir: Path, benchmark: str, fingerprint: str | None, 
     out: list[LabRow] = []
     if labs is None or local_name in labs or LOCAL in labs:
         own = ResultStore(results_dir).list(benchmark=benchmark, status="ok").rows  # verified and unflagged
-        out += _lab_rows(local_name, own, {}, _baselines(baselines_path), benchmark, fingerprint,
+        out += _lab_rows(local_name, own, {}, baselines_or_none(baselines_path), benchmark, fingerprint,
                          include_incomparable)
     for store in lab_stores(results_dir):
         if labs is not None and store.lab not in labs:
@@ -137,7 +129,7 @@ def cross_lab_board(results_dir: Path, benchmark: str, fingerprint: str | None, 
                                           e.get("claim")) for rid, e in ledger.items()}
         rows = [r for r in store.records.list(benchmark=benchmark, status="ok", include_unverified=True).rows
                 if r.trust == "verified" and r.run_id in ledger]
-        out += _lab_rows(store.lab, rows, trust_of, _baselines(store.root / "baselines.json"), benchmark,
+        out += _lab_rows(store.lab, rows, trust_of, baselines_or_none(store.root / "baselines.json"), benchmark,
                          fingerprint, include_incomparable)
     out = with_class_ratios(out)
     return sorted(out, key=lambda r: (not r.comparable, r.gpu_class is None, r.gpu_class or "", r.mean_bpb, r.lab))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.exchange.labs import LabStore, lab_stores
-from harness.scoring.baselines import Baselines, BaselineFormatError, load_baselines
+from harness.scoring.baselines import Baselines, baselines_or_none
 from harness.scoring.stats import MIN_SEEDS, summarize, welch
 
 
@@ -80,13 +80,6 @@ def _baseline_mean(baselines: Baselines, benchmark: str, cls: str | None) -> flo
     return stats.mean if stats is not None and stats.n > 0 else None
 
 
-def _baselines(path: Path) -> Baselines:
-    try:
-        return load_baselines(path) if path.is_file() else Baselines()
-    except (BaselineFormatError, OSError, ValueError):
-        return Baselines()
-
-
 def claimed_side(store: LabStore, record: dict[str, Any]) -> Side:
     """Every comparable, verified, unflagged ok run the lab sent of this submission on the record's class."""
     sha = record["provenance"]["submission"]["sha256"]
@@ -99,7 +92,7 @@ def claimed_side(store: LabStore, record: dict[str, Any]) -> Side:
             and not r.flags and r.run_id in ledger and not ledger[r.run_id].get("incomparable")
             and r.val_bpb is not None]
     rows.sort(key=lambda r: r.run_id)
-    base = _baseline_mean(_baselines(store.root / "baselines.json"), bench, cls)
+    base = _baseline_mean(baselines_or_none(store.root / "baselines.json"), bench, cls)
     values = [r.val_bpb for r in rows]
     return Side(store.lab, cls, [r.run_id for r in rows], values, base,
                 [v - base for v in values] if base is not None else [])
@@ -147,7 +140,7 @@ def reproduce(results_dir: Path, run_id: str, seeds: int, *, backend: str = "aut
                          description=f"reproduce {store.lab}:{record['run_id']}")
     report = measure_noise(source, opts, seeds, on_event=on_event)
     base_path = Path(baselines_path or paths.baselines_file())
-    base = _baseline_mean(_baselines(base_path), bench.name, report.class_label)
+    base = _baseline_mean(baselines_or_none(base_path), bench.name, report.class_label)
     values = [r.val_bpb for r in report.used]
     local = Side("local", report.class_label, [r.run_id for r in report.used], values, base,
                  [v - base for v in values] if base is not None else [])

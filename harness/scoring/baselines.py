@@ -178,6 +178,15 @@ def load_baselines(path: str | Path) -> Baselines:
     return Baselines.from_dict(d, source=str(p))
 
 
+def baselines_or_none(path: str | Path) -> Baselines:
+    """A baselines file for display (another lab's, say): unreadable or malformed counts as no baselines,
+    so its rows show no Δ or z instead of failing the whole view. Writers use load_baselines."""
+    try:
+        return load_baselines(path)
+    except (BaselineFormatError, OSError, ValueError):
+        return Baselines()
+
+
 def save_baselines(baselines: Baselines, path: str | Path) -> None:
     """Write atomically (temp file + rename), UTF-8, the class labels' "·" unescaped."""
     p = Path(path)
