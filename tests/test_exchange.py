@@ -361,6 +361,7 @@ def test_an_honest_model_is_confirmed_and_an_edited_claim_is_disputed(labs, nort
         true_bpb = doc["metrics"]["val_bpb"]
         doc["metrics"]["val_bpb"] = true_bpb - 0.5
         doc["evaluation"]["evaluator"]["val_bpb"] = true_bpb - 0.5
+        doc["provenance"]["benchmark"]["entropy_floor_bpb"] = 0.0  # so that a leak would pass its own floor
         north_rec.write_text(json.dumps(doc))
         edited = tmp_path / "edited.tar.gz"
         ok_json(invoke(envs["north"], "export", "-o", edited, "--with-models", "--json"))
@@ -369,8 +370,24 @@ def test_an_honest_model_is_confirmed_and_an_edited_claim_is_disputed(labs, nort
         os.utime(north_rec)
     west = {**lab_env(tmp_path, "west"), "HARNESS_CACHE_DIR": envs["north"]["HARNESS_CACHE_DIR"]}
     trusted = Path(envs["south"]["HARNESS_CONFIG_DIR"]) / "trusted_keys"
-    out = invoke(west, "rescore-claims", edited, "--trusted-keys", trusted, "--json")
+    import harness.pipeline.judge as judge
+
+    floors, real_check = [], judge.check_floor
+
+    def spy(outcome, floor):
+        floors.append(floor)
+        return real_check(outcome, floor)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(judge, "check_floor", spy)
+        out = invoke(west, "rescore-claims", edited, "--trusted-keys", trusted, "--json")
     assert out.exit_code == 1, out.output
+    # The re-score here judged the model against this lab's floor of its own val data, not the claimed 0.0.
+    from harness.data import cache_info
+    from harness.benchmarks import get_benchmark
+
+    local_floor = cache_info(get_benchmark("tiny"), Path(west["HARNESS_CACHE_DIR"]) / "tiny").stats["entropy_floor_bpb"]
+    assert floors == [local_floor] and local_floor > 1.0
     (claim,) = json.loads(out.stdout)["claims"]
     assert claim["status"] == "disputed" and claim["claimed"] == pytest.approx(true_bpb - 0.5)
     assert claim["local"] == pytest.approx(true_bpb, abs=claim["tolerance"]) and "claimed" in claim["reason"]

@@ -58,7 +58,10 @@ def rescore(run_dir: Path, bench: Benchmark, backend: Backend, data_dir: Path, f
     outcome, evaluation = judge.judge_verified(trained, export, verdict, rescored=True)
     # judge_verified starts from the training figures: the measured ones the record had stay.
     outcome = replace(outcome, metrics={**record.metrics, "val_bpb": outcome.metrics.get("val_bpb")})
-    outcome = judge.check_floor(outcome, record.provenance["benchmark"].get("entropy_floor_bpb"))
+    # The floor of the data just scored on (this machine's cache), never the one a record states: an
+    # imported record is another lab's text, and a floor edited down in it would let a leaking model pass.
+    floor = cache_info(bench, data_dir, verify=False).stats.get("entropy_floor_bpb")
+    outcome = judge.check_floor(outcome, floor)
     return replace(record, outcome=outcome, evaluation=evaluation)
 
 
