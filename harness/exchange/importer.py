@@ -392,15 +392,17 @@ def _new_runs(records: dict[str, dict[str, Any]], labs: LabStore, ledger: dict[s
     """(new, already): a run stored and in the ledger with the same content is already here; stored but not
     in the ledger (an import cut short) is written again; here with other content anywhere is refused."""
     new, already = [], []
+    stores = [labs.records, own, *other_lab_stores(results_dir, labs)]
     for run_id, rec in records.items():
-        for store in (labs.records, own, *other_lab_stores(results_dir, labs)):
-            found = existing_record(store, run_id)
-            if found is not None and found != rec:
+        found = [existing_record(store, run_id) for store in stores]  # each file read once
+        for store, doc in zip(stores, found):
+            if doc is not None and doc != rec:
                 raise ImportRefused(f"records/{run_id}.json: run {run_id} is already here with different content "
                                     f"({store.path_for(run_id)})")
-        if existing_record(labs.records, run_id) is not None and run_id in ledger["runs"]:
+        in_lab, in_own = found[0], found[1]
+        if in_lab is not None and run_id in ledger["runs"]:
             already.append(run_id)
-        elif existing_record(own, run_id) is not None:
+        elif in_own is not None:
             already.append(run_id)  # this lab's own run, come back through another lab's bundle: nothing to add
         else:
             new.append(run_id)
