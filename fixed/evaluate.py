@@ -238,7 +238,8 @@ def evaluate(socket_path, servers=2, batch_size=DEFAULT_BATCH, connect_timeout_s
         result.update(e.fields)
     except wire.Timeout as e:
         result.update(error=f"the model did not answer within {batch_timeout_s:g} s per batch ({e})", timed_out=True)
-    except wire.WireError as e:
+    except (wire.WireError, BrokenPipeError, ConnectionResetError) as e:
+        # A server that hangs up while the scorer writes is as lost as one that hangs up while it reads.
         result.update(error=f"the model server broke the protocol or hung up: {e}", server_lost=True)
     finally:
         listener.close()
