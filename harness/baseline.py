@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness import paths
-from harness.pipeline.backend import backend_and_hardware
+from harness.backends.base import Backend
+from harness.pipeline.backend import backend_and_hardware, make_backend
+from harness.pipeline.request import RunError
 from harness.pipeline.finish import write_record
 from harness.pipeline.seeds import run_seeds, salvage
+from harness.pool.parallel import DevicePool
 from harness.record import RunRecord
 from harness.scoring.baselines import Baselines, add_sample, load_baselines, save_baselines
 from harness.scoring.stats import Sample, summarize
@@ -45,11 +48,16 @@ class SpreadReport:
         }
 
 
-def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: bool,
-            on_event: Event) -> tuple[str, list[RunRecord], list[RunRecord]]:
+def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: bool, on_event: Event,
+            pool: DevicePool | None = None, backend: Backend | None = None) -> tuple[str, list[RunRecord], list[RunRecord]]:
     check_valid(train_py, opts.benchmark)
-    backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, opts.benchmark, opts.gpu, opts.nvml_module)
-    held = flag_seed_ignored(run_seeds(train_py, opts, runs, on_event, hw, backend))
+    if pool is not None:  # the runs at once, one per member of the pool (harness/pool/)
+        hw = pool.plan.slots[0].hardware
+        backend = backend or make_backend(opts.backend, None, opts.runtime, opts.benchmark)
+    else:
+        backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, opts.benchmark, opts.gpu,
+                                           opts.nvml_module)
+    held = flag_seed_ignored(run_seeds(train_py, opts, runs, on_event, hw, backend, pool=pool))
     try:
         results = [write_record(r, opts.results_dir, store=True) for r in held]  # once each, with its flags
     except BaseException as e:
@@ -60,15 +68,22 @@ def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: boo
 
 
 def measure_noise(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: bool = False,
-                  on_event: Event = lambda _k, _v: None) -> SpreadReport:
-    label, results, used = _spread(Path(train_py), opts, runs, include_flagged, on_event)
+                  on_event: Event = lambda _k, _v: None, pool: DevicePool | None = None,
+                  backend: Backend | None = None) -> SpreadReport:
+    label, results, used = _spread(Path(train_py), opts, runs, include_flagged, on_event, pool, backend)
     return SpreadReport(label, results, used, summarize([r.val_bpb for r in used]) if used else None)
 
 
 def run_baseline(opts: SubmitOptions, runs: int, include_flagged: bool = False,
-                 on_event: Event = lambda _k, _v: None, train_py: Path = BASELINE_SUBMISSION) -> SpreadReport:
-    """Run the reference submission `runs` times and add the scores to this class's baseline file."""
-    label, results, used = _spread(Path(train_py), opts, runs, include_flagged, on_event)
+                 on_event: Event = lambda _k, _v: None, train_py: Path = BASELINE_SUBMISSION,
+                 pool: DevicePool | None = None, backend: Backend | None = None) -> SpreadReport:
+    """Run the reference submission `runs` times and add the scores to this class's baseline file. A pool
+    of GPUs runs them at once; a pool that shares one CPU host cannot measure a baseline (its runs are
+    flagged shared_host: each slows the others)."""
+    if pool is not None and pool.plan.shared_host:
+        raise RunError("a baseline cannot be measured on a shared CPU host: runs of a CPU pool slow each "
+                       "other down and are flagged shared_host; run harness baseline without --parallel")
+    label, results, used = _spread(Path(train_py), opts, runs, include_flagged, on_event, pool, backend)
     path = Path(opts.baselines_path or paths.baselines_file())
     baselines = load_baselines(path) if path.exists() else Baselines()
     for r in used:

@@ -7,6 +7,7 @@ so no escape sequence or bidi control from train.py reaches the terminal.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -68,3 +69,39 @@ class RunDisplay:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class PoolDisplay:
+    """Run events of several runs at once (harness/pool/), from several threads: one plain line per start,
+    per end, and per run every plain_every_s of progress, each naming its run; no live bars (they would
+    fight over the terminal)."""
+
+    def __init__(self, console: Console | None = None, plain_every_s: float = 15.0):
+        self.console = console or Console(stderr=True)
+        self.plain_every_s = plain_every_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._names = threading.local()
+
+    def __call__(self, kind: str, value: Any) -> None:
+        with self._lock:
+            if kind == "start":
+                self._names.run_id = value["run_id"]
+                iso = "" if value["isolated"] else " (unisolated)"
+                self._print(f"run {value['run_id']} started · {value['backend']}{iso} · {value['hardware']} · "
+                            f"seed {value['seed']} · budget {value['budget_s']:g}s")
+            elif kind == "progress":
+                run_id = getattr(self._names, "run_id", "?")
+                if time.time() - self._last.get(run_id, 0.0) >= self.plain_every_s:
+                    self._last[run_id] = time.time()
+                    loss = f" · loss {value.loss:.4f}" if value.loss is not None else ""
+                    self._print(f"run {run_id} · {value.elapsed or 0:.0f}s · step {value.step}{loss}")
+            elif kind == "note":  # what the harness did for the runs (a Slurm job submitted, cancelled)
+                self._print(str(value))
+            elif kind == "end":
+                score = f" · val_bpb {value.val_bpb:.4f}" if value.val_bpb is not None else ""
+                flags = f" · flags {','.join(value.flags)}" if value.flags else ""
+                self._print(f"run {value.run_id} ended: {value.status}{score}{flags}")
+
+    def _print(self, text: str) -> None:
+        self.console.print(clean_text(text), markup=False, highlight=False)

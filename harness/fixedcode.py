@@ -9,10 +9,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
 from harness import paths
+
+# Like Python's own import lock, for the modules imported here by path (sys.modules is process-wide).
+_IMPORT_LOCK = threading.RLock()
 
 
 def load_fixed_module(name: str = "prepare", fixed_dir: Path | None = None, fresh: bool = False) -> ModuleType:
@@ -23,15 +27,20 @@ def load_fixed_module(name: str = "prepare", fixed_dir: Path | None = None, fres
     if not path.is_file():
         raise FileNotFoundError(f"{path}: fixed file missing; is this a harness checkout?")
     mod_name = f"_harness_fixed_{name}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    if fresh:
-        mod_name += f"_{len(sys.modules)}"
-    elif mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
+    with _IMPORT_LOCK:  # threads of a pool: none may see a module another is still executing
+        if fresh:
+            mod_name += f"_{len(sys.modules)}"
+        elif mod_name in sys.modules:
+            return sys.modules[mod_name]
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[mod_name]
+            raise
+        return module
 
 
 def file_sha256(path: Path) -> str:

@@ -42,3 +42,13 @@ def results_dir() -> Path:
 def baselines_file() -> Path:
     """Per-class baselines (shareable, mergeable JSON). HARNESS_BASELINES moves it."""
     return Path(os.environ.get("HARNESS_BASELINES", results_dir() / "baselines.json"))
+
+
+def state_dir() -> Path:
+    """Machine-local harness state shared by every harness process of this user: the device leases of
+    harness/pool/. HARNESS_STATE_DIR moves it (point it at one folder for all users of a shared machine)."""
+    env = os.environ.get("HARNESS_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "harness"

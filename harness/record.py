@@ -24,6 +24,7 @@ SEED_IGNORED = "seed_ignored"  # scores the same whatever the harness's seed: th
 SEEDS_FAILED = "seeds_failed"  # another seed of its submission did not count, or the submission was cut short
 UNDECIDED = "undecided"  # its submission never reached a decision (the harness died between seeds)
 OVER_BUDGET = "over_budget"  # trained past the harness's clock (harness/clock.py): never counts
+SHARED_HOST = "shared_host"  # ran beside other runs on one CPU host (--parallel N without GPUs): never a baseline
 STATUSES = ("ok", "crash", "timeout", "nan", "oom", "aborted", "infra_error", "invalid")
 TRUST_LEVELS = ("verified", "self-reported", "unisolated")
 

@@ -44,8 +44,11 @@ def score_card(r: RunRecord) -> str:
         f" · MFU {_fmt(mfu, '.2f', 'unknown')}{'%' if mfu is not None else ''}"
         f" · peak mem {_fmt(m.get('peak_vram_mb'), '.0f')}MB")
     machine = r.hardware.machine or {}
+    place = p.get("placement") or {}
+    on = (f" · on {place.get('node')}" + (f" ({place['scheduler']} job {place['job_id']})" if place.get("job_id") else "")
+          + (f" · CPUs {place['cpuset']}" if place.get("cpuset") else "")) if place.get("node") else ""
     if machine.get("class"):
-        lines.append(f"hardware {machine['class']}" + (" · flags " + ", ".join(r.flags) if r.flags else ""))
+        lines.append(f"hardware {machine['class']}{on}" + (" · flags " + ", ".join(r.flags) if r.flags else ""))
     if r.traceback_tail and r.status != "ok":
         lines.append("traceback tail:")
         lines.extend("  " + line for line in clean_text(r.traceback_tail, keep_newlines=True).splitlines()[-8:])

@@ -13,6 +13,9 @@ holds train.py, which may be someone else's).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,15 +23,18 @@ from typing import Any, Callable
 from harness import paths
 from harness.benchmarks import Benchmark
 from harness.fixedcode import file_sha256
-from harness.pipeline.backend import backend_and_hardware
+from harness.backends.base import Backend
+from harness.pipeline.backend import backend_and_hardware, is_remote, make_backend
+from harness.pipeline.remote import remote_run, run_remote
 from harness.pipeline.finish import write_record
 from harness.pipeline.seeds import SeedOptions, run_seeds, salvage, scored_by_fixed_code
+from harness.pool.parallel import DevicePool, run_threads
 from harness.record import COMPAT, OVER_BUDGET, SEED_IGNORED, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
 from harness.scoring.baselines import load_baselines
 from harness.scoring.decision import Decision, keep_or_discard
 from harness.scoring.stats import summarize
-from harness.store import ResultStore
+from harness.store import ResultStore, gpu_class_of
 from harness.tsv import append_record, cwd_tsv_path, submission_commit
 from harness.validate import ValidationReport, validate_file
 
@@ -127,19 +133,74 @@ def tsv_target(opts: SubmitOptions) -> tuple[Path | None, str]:
     return path, f"results.tsv row: {path}"
 
 
-def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v: None) -> SubmitReport:
+def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v: None,
+           pool: DevicePool | None = None, backend: Backend | None = None,
+           decide_lock: threading.Lock | None = None) -> SubmitReport:
+    """One candidate: validated, run with its seeds (at once on `pool`'s members when given), decided.
+    decide_lock: held while deciding and writing, so that candidates of one call decide one at a time."""
     bench = opts.benchmark
     train_py = Path(train_py)
     check_valid(train_py, bench)
     tsv_path, tsv_note = tsv_target(opts)  # decided before any run: a bad --tsv fails fast
-    backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module)
-    results = flag_seed_ignored(run_seeds(train_py, opts, opts.seeds or int(bench.significance["seeds"]),
-                                          on_event, hw, backend))
+    if pool is not None:
+        hw = pool.plan.slots[0].hardware
+        backend = backend or make_backend(opts.backend, None, opts.runtime, bench)
+    else:
+        backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module)
+    held = run_seeds(train_py, opts, seeds_of(opts), on_event, hw, backend, pool=pool)
+    return decide(train_py, opts, held, hw.cls.label if hw is not None else None, tsv_path, tsv_note, decide_lock)
+
+
+def seeds_of(opts: SubmitOptions) -> int:
+    return opts.seeds or int(opts.benchmark.significance["seeds"])
+
+
+def decide(train_py: Path, opts: SubmitOptions, held: list[RunRecord], gpu_class: str | None, tsv_path: Path | None,
+           tsv_note: str, decide_lock: threading.Lock | None = None) -> SubmitReport:
+    """Decide one candidate from its held runs and write each run once with the decision. gpu_class: the
+    class its runs had (None: each run's own record says, as for runs made on a remote node)."""
+    results = flag_seed_ignored(held)
+    gpu_class = gpu_class or next((gpu_class_of(r.to_dict()) for r in results if gpu_class_of(r.to_dict())), "unknown")
     try:
-        return _decide_and_write(train_py, opts, hw.cls.label, results, tsv_path, tsv_note)
+        with decide_lock or contextlib.nullcontext():
+            return _decide_and_write(train_py, opts, gpu_class, results, tsv_path, tsv_note)
     except BaseException as e:  # Ctrl-C, a corrupt store or baselines file ...: every run still gets its record
         salvage(results, opts.results_dir, f"the submission stopped before its decision ({type(e).__name__}: {e})")
         raise
+
+
+def submit_many(train_pys: list[Path], opts: SubmitOptions, pool: DevicePool | None,
+                on_event: Event = lambda _k, _v: None,
+                backend: Backend | None = None) -> list[SubmitReport | BaseException]:
+    """Several candidates: every file validated before any run; then each submitted, all at once on the
+    pool (its seeds spread over the free members) or one after another without one. Each is decided as
+    soon as all of its own seeds are in. A candidate's failure to start (an error) is returned in its
+    place; Ctrl-C stops all (each run still gets its record)."""
+    for path in train_pys:
+        check_valid(Path(path), opts.benchmark)
+    tsv_path, tsv_note = tsv_target(opts)
+    if backend is None and (pool is not None or opts.backend not in ("auto", "local", "docker")):
+        backend = make_backend(opts.backend, None, opts.runtime, opts.benchmark)
+    if backend is not None and is_remote(backend):  # every seed of every candidate: one batch of jobs
+        n = seeds_of(opts)
+        runs = [remote_run(p, opts) for p in train_pys for _ in range(n)]
+        held = run_remote(backend, runs, on_event)
+        by_run = {r.run_id: r for r in held}
+        return [_or_error(decide, p, opts, [by_run[x.run_id] for x in runs[i * n:(i + 1) * n] if x.run_id in by_run],
+                          None, tsv_path, tsv_note) for i, p in enumerate(train_pys)]
+    if pool is None:
+        return [_or_error(submit, p, opts, on_event) for p in train_pys]
+    lock = threading.Lock()
+    jobs = [functools.partial(_or_error, submit, p, opts, on_event, pool=pool, backend=backend, decide_lock=lock)
+            for p in train_pys]
+    return run_threads(jobs, pool.stop)
+
+
+def _or_error(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except (SubmitError, RuntimeError, OSError, ValueError) as e:
+        return e
 
 
 def _decide_and_write(train_py: Path, opts: SubmitOptions, gpu_class: str, results: list[RunRecord],

@@ -52,6 +52,8 @@ class RunRequest:
     # Set by the caller to end the run early (the model server once the scorer is done): the backend
     # kills it and reports kill_reason "cancelled". Never set by anything the run controls.
     cancel: threading.Event | None = field(default=None, compare=False, repr=False)
+    # The CPUs the run is pinned to ("0,1"), a member of a CPU pool (harness/pool/); None: not pinned.
+    cpuset: str | None = None
 
 
 @dataclass
@@ -76,6 +78,10 @@ class ProcessOutcome:
     runtime: str | None = None  # docker: the OCI runtime the container ran under ("runc", "runsc", ...)
     runtime_version: str | None = None  # docker: that runtime's version line ("runsc version 0.0~20221219.0")
     output_bytes: int | None = None  # docker: bytes copied from the container's /out to run_dir/out; None: not copied
+    # Where the run executed, as the executing side saw it: the node's host name and the scheduler's job id
+    # (Slurm's SLURM_JOB_ID, a Kubernetes Job's namespace/name); None for a run on this host without one.
+    node: str | None = None
+    job_id: str | None = None
 
 
 def visible_data_dir(request: RunRequest) -> Path:

@@ -65,6 +65,11 @@ class LocalBackend(OnThisHost):
             sink.close()
             return ProcessOutcome("local", False, None, False, False, False, f"cannot start {command[0]}: {e}",
                                   started, None, time.time(), sink.path, False)
+        if request.cpuset:  # a CPU pool's member: train.py and what it starts later stay on these CPUs
+            try:
+                os.sched_setaffinity(proc.pid, {int(c) for c in request.cpuset.split(",")})
+            except OSError as e:
+                sink.note(f"[harness] could not pin the run to CPUs {request.cpuset}: {e}")
         reader = threading.Thread(target=_reader, args=(proc.stdout.fileno(), sink), daemon=True)
         reader.start()
         deadline = started + request.hard_timeout_s

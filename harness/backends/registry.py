@@ -35,6 +35,8 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # as "backend" in harness/s
 BUILTIN: dict[str, str] = {
     "local": "harness.backends.local:LocalBackend",
     "docker": "harness.backends.docker.backend:DockerBackend",
+    "slurm": "harness.slurm.backend:SlurmBackend",  # runs whole pipelines as Slurm jobs (run_many)
+    "k8s": "harness.backends.k8s.backend:K8sBackend",  # a Kubernetes Job per run (never run on a live cluster)
 }
 
 Factory = Callable[..., Any]

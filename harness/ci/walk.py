@@ -10,10 +10,12 @@ the working tree is never touched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +30,8 @@ from harness.data import cache_info
 from harness.fixedcode import fixed_hashes
 from harness.pipeline.backend import backend_and_hardware
 from harness.pipeline.refuse import REFUSED_BACKEND, refuse
+from harness.pool.parallel import open_pool, run_threads
+from harness.pool.slots import PoolError
 from harness.record import COMPAT, RunRecord
 from harness.sanitize import clean_text
 from harness.store import ResultStore, gpu_class_of
@@ -61,6 +65,8 @@ class CiOptions:
     calibrate: bool = True
     gpu: str | None = None
     nvml_module: Any = None
+    parallel: str | None = None  # --parallel: branches walked at once, each commit's seeds on a device pool
+    gpus: str | None = None  # --gpus: the pool's GPUs
 
 
 @dataclass
@@ -76,7 +82,21 @@ class _Walk:
     hw: Any
     on_event: Event
     ran: int = 0  # candidates run in this call (for --max-commits)
-    stopped: bool = False  # Ctrl-C or SIGTERM: the walk ends after the current run
+    aborted: bool = False  # Ctrl-C or SIGTERM: the walk ends after the current run
+    pool: Any = None  # a DevicePool (harness/pool/) with --parallel
+    lock: threading.Lock = field(default_factory=threading.Lock)  # branches walked at once share `ran`
+
+    @property
+    def stopped(self) -> bool:
+        return self.aborted or (self.pool is not None and self.pool.stop.is_set())
+
+    def take_turn(self) -> bool:
+        """Count one more candidate run, unless --max-commits is reached."""
+        with self.lock:
+            if self.opts.max_commits is not None and self.ran >= self.opts.max_commits:
+                return False
+            self.ran += 1
+            return True
 
 
 def score_branches(opts: CiOptions, on_event: Event = lambda _k, _v: None) -> CiReport:
@@ -95,14 +115,26 @@ def score_branches(opts: CiOptions, on_event: Event = lambda _k, _v: None) -> Ci
     backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module)
     walk = _Walk(opts, top, gitwalk.repo_name(top), ResultStore(opts.results_dir), hw.cls.label,
                  fixed_hashes(paths.fixed_dir()), float(opts.budget_s or bench.time_budget_s), backend, hw, on_event)
-    results = []
-    for branch in found:
-        if walk.stopped:
-            break
+    if opts.parallel is not None and not opts.dry_run:
         try:
-            results.append(_walk_branch(walk, branch, base_ref))
-        except gitwalk.GitError as e:
+            walk.pool = open_pool(opts.parallel, opts.gpus, backend, hw, opts.nvml_module)
+        except PoolError as e:
             raise CiError(str(e)) from None
+    results = []
+    try:
+        if walk.pool is not None:  # every branch at once (each in order, its commits' seeds on the pool)
+            for done in run_threads([functools.partial(_walk_branch, walk, b, base_ref) for b in found],
+                                    walk.pool.stop):
+                if isinstance(done, BaseException):
+                    raise done
+                results.append(done)
+        else:
+            for branch in found:
+                if walk.stopped:
+                    break
+                results.append(_walk_branch(walk, branch, base_ref))
+    except gitwalk.GitError as e:
+        raise CiError(str(e)) from None
     return CiReport(repo=walk.repo_name, benchmark=bench.name, gpu_class=walk.gpu_class, base_ref=base_ref,
                     branches=tuple(results), dry_run=opts.dry_run, missing=tuple(unmatched))
 
@@ -167,10 +199,9 @@ def _candidate(walk: _Walk, info: gitwalk.CommitInfo, blob: str | None, branch: 
             return _decided(walk, base, CACHED, cached, reference)
         if opts.dry_run:
             return CommitResult(**base, how=PLANNED, decision=NONE, reason="would be scored")
-        if opts.max_commits is not None and walk.ran >= opts.max_commits:
+        if not walk.take_turn():
             return CommitResult(**base, how=PLANNED, decision=NONE,
                                 reason=f"not scored: --max-commits {opts.max_commits} reached")
-        walk.ran += 1
         walk.on_event("commit", {"branch": branch.name, "sha": info.sha, "subject": info.subject})
         with tempfile.TemporaryDirectory(prefix="harness-ci-") as tmp:
             train_py = Path(tmp) / "train.py"
@@ -179,9 +210,9 @@ def _candidate(walk: _Walk, info: gitwalk.CommitInfo, blob: str | None, branch: 
                 benchmark=bench, seeds=opts.seeds, description=info.subject, backend=walk.backend.name,
                 budget_s=opts.budget_s, results_dir=walk.store.root, runs_dir=opts.runs_dir, gpu=opts.gpu,
                 calibrate=opts.calibrate, nvml_module=opts.nvml_module, runtime=opts.runtime, origin=origin,
-                tsv=False, reference=reference), on_event=walk.on_event)
+                tsv=False, reference=reference), on_event=walk.on_event, pool=walk.pool, backend=walk.backend)
         if any(r.status == "aborted" for r in report.results):
-            walk.stopped = True
+            walk.aborted = True
         return _decided(walk, base, SCORED, report.results, reference)
 
 

@@ -9,6 +9,7 @@ from harness.cli import baselines  # noqa: F401
 from harness.cli import machine  # noqa: F401
 from harness.cli import ci  # noqa: F401
 from harness.cli import exchange  # noqa: F401
+from harness.cli import slurm  # noqa: F401
 from harness.cli.common import app
 
 __all__ = ["app", "entrypoint"]

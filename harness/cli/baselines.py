@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from harness.cli.common import (BASELINE_DEFAULT, BenchOpt, EXIT_FAILED, EXIT_OK, JsonOpt, ResultsOpt, RuntimeOpt,
-                                app, bench_or_exit, emit_json, err, fail, setup_errors, sigterm_as_interrupt,
-                                submit_options)
+from harness.cli.common import (BASELINE_DEFAULT, BenchOpt, EXIT_FAILED, EXIT_OK, GpusOpt, JsonOpt, ParallelOpt,
+                                ResultsOpt, RuntimeOpt, app, bench_or_exit, display_for, emit_json, fail,
+                                open_pool_or_none, setup_errors, sigterm_as_interrupt, submit_options)
 from harness.sanitize import clean_text
 
 
@@ -20,16 +20,17 @@ def noise(train_py: Path = typer.Argument(BASELINE_DEFAULT, help="The submission
           include_flagged: bool = typer.Option(False, "--include-flagged"),
           runtime: Optional[str] = RuntimeOpt,
           no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
+          parallel: Optional[str] = ParallelOpt, gpus: Optional[str] = GpusOpt,
           results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Measure a submission's run-to-run spread on this machine's GPU class."""
     from harness.baseline import measure_noise
-    from harness.display import RunDisplay
 
     bench = bench_or_exit(benchmark)
     opts = submit_options(bench, backend=backend, budget_s=budget, results_dir=results, runtime=runtime,
                           calibrate=not no_calibrate)
     with sigterm_as_interrupt(), setup_errors():
-        report = measure_noise(train_py, opts, runs, include_flagged, RunDisplay(err))
+        pool, chosen = open_pool_or_none(parallel, gpus, opts.backend, opts.runtime, bench)
+        report = measure_noise(train_py, opts, runs, include_flagged, display_for(pool), pool, chosen)
     _print_spread(report, as_json)
 
 
@@ -57,16 +58,17 @@ def baseline(benchmark: str = BenchOpt, runs: int = typer.Option(5, help="Number
              include_flagged: bool = typer.Option(False, "--include-flagged"),
              runtime: Optional[str] = RuntimeOpt,
              no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
+             parallel: Optional[str] = ParallelOpt, gpus: Optional[str] = GpusOpt,
              results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt) -> None:
     """Run the reference submission N times on this machine's class and record the class baseline."""
     from harness.baseline import run_baseline
-    from harness.display import RunDisplay
 
     bench = bench_or_exit(benchmark)
     opts = submit_options(bench, backend=backend, budget_s=budget, results_dir=results, baselines_path=baselines,
                           runtime=runtime, calibrate=not no_calibrate)
     with sigterm_as_interrupt(), setup_errors():
-        report = run_baseline(opts, runs, include_flagged, RunDisplay(err))
+        pool, chosen = open_pool_or_none(parallel, gpus, opts.backend, opts.runtime, bench)
+        report = run_baseline(opts, runs, include_flagged, display_for(pool), pool=pool, backend=chosen)
     _print_spread(report, as_json)
 
 

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from harness.cli.common import (BenchOpt, EXIT_USAGE, JsonOpt, ResultsOpt, RuntimeOpt, app, bench_or_exit, emit_json,
-                                err, fail, sigterm_as_interrupt)
+from harness.cli.common import (BenchOpt, EXIT_USAGE, GpusOpt, JsonOpt, ParallelOpt, ResultsOpt, RuntimeOpt, app,
+                                bench_or_exit, emit_json, err, fail, sigterm_as_interrupt)
 from harness.sanitize import clean_text
 
 ci_app = typer.Typer(help="Score every commit agents push to their branches (for CI), and show where they stand.",
@@ -39,6 +39,7 @@ def ci_score(repo: Path = typer.Option(Path("."), "--repo", help="The git reposi
              backend: str = typer.Option("auto", help="auto (docker when reachable), or a registered backend."),
              runtime: Optional[str] = RuntimeOpt,
              no_calibrate: bool = typer.Option(False, "--no-calibrate", help="Skip the calibration micro-benchmark."),
+             parallel: Optional[str] = ParallelOpt, gpus: Optional[str] = GpusOpt,
              as_json: bool = JsonOpt) -> None:
     """Walk each matching branch from its merge base with --base, oldest first; score every commit whose
     candidate changed (read with git, the working tree untouched; the same content is scored once), and
@@ -51,7 +52,7 @@ def ci_score(repo: Path = typer.Option(Path("."), "--repo", help="The git reposi
     from harness.ci.report import text_summary, write_junit, write_summary
     from harness.ci.walk import DEFAULT_BRANCHES, CiError, CiOptions, score_branches
     from harness.data import DataError
-    from harness.display import RunDisplay
+    from harness.display import PoolDisplay, RunDisplay
     from harness.hw.context import HardwareError
     from harness.pipeline import RunError
 
@@ -60,10 +61,10 @@ def ci_score(repo: Path = typer.Option(Path("."), "--repo", help="The git reposi
     bench = bench_or_exit(benchmark)
     opts = CiOptions(benchmark=bench, repo=repo, branches=tuple(branches or DEFAULT_BRANCHES), base=base, path=path,
                      seeds=seeds, budget_s=budget, results_dir=results, max_commits=max_commits, dry_run=dry_run,
-                     backend=backend, runtime=runtime, calibrate=not no_calibrate)
+                     backend=backend, runtime=runtime, calibrate=not no_calibrate, parallel=parallel, gpus=gpus)
     try:
         with sigterm_as_interrupt():
-            report = score_branches(opts, on_event=RunDisplay(err))
+            report = score_branches(opts, on_event=RunDisplay(err) if parallel is None else PoolDisplay(err))
     except (CiError, RunError, DataError, HardwareError) as e:
         fail(str(e), EXIT_USAGE)
     for glob in report.missing:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-from typing import Any, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -112,6 +114,87 @@ RuntimeOpt = typer.Option(None, "--runtime", help="The docker backend's containe
 
 
 ResultsOpt = typer.Option(None, "--results", help="Results directory (default ./results or HARNESS_RESULTS).")
+ParallelOpt = typer.Option(None, "--parallel", help="Runs at once: auto (one per GPU) or N. Each run leases one "
+                           "GPU by UUID, or on a machine without GPUs one of N disjoint CPU sets (those records "
+                           "are flagged shared_host and never enter a baseline). Default: one run at a time.")
+GpusOpt = typer.Option(None, "--gpus", help="The GPUs of the --parallel pool, by index or UUID (e.g. 0,2).")
+
+
+@dataclass
+class SlurmArgs:
+    """The Slurm options of a command (typer fills them through slurm_args); None: from the config file."""
+    shared_dir: Optional[Path] = None
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    gpus: Optional[int] = None
+    sbatch: Optional[List[str]] = None
+    requeue: Optional[bool] = None
+    node_backend: Optional[str] = None
+    config: Optional[Path] = None
+
+
+_SLURM = "Slurm (--backend slurm)"
+SharedDirOpt = typer.Option(None, "--shared-dir", rich_help_panel=_SLURM,
+                            help="A folder every node and this host see at the same path: run folders go there.")
+PartitionOpt = typer.Option(None, "--partition", rich_help_panel=_SLURM, help="sbatch --partition.")
+AccountOpt = typer.Option(None, "--account", rich_help_panel=_SLURM, help="sbatch --account.")
+QosOpt = typer.Option(None, "--qos", rich_help_panel=_SLURM, help="sbatch --qos.")
+SlurmGpusOpt = typer.Option(None, "--slurm-gpus", rich_help_panel=_SLURM, help="GPUs per job (sbatch --gpus).")
+SbatchOpt = typer.Option(None, "--sbatch", rich_help_panel=_SLURM, help="An extra sbatch option, e.g. "
+                         "--sbatch=--constraint=h100 (repeatable).")
+RequeueOpt = typer.Option(None, "--requeue/--no-requeue", rich_help_panel=_SLURM,
+                          help="Retry a run lost with its node or preempted, once.")
+NodeBackendOpt = typer.Option(None, "--node-backend", rich_help_panel=_SLURM,
+                              help="docker (default) or local (a process on the node: unisolated).")
+SlurmConfigOpt = typer.Option(None, "--slurm-config", rich_help_panel=_SLURM,
+                              help="A TOML file with a [slurm] section (default: config.toml in the config dir).")
+
+
+def slurm_backend(backend: str, runtime: str | None, args: SlurmArgs) -> Any:
+    """The Slurm backend with the command's options over the config file's; None for other backends."""
+    if backend != "slurm":
+        return None
+    from harness.slurm.backend import SlurmBackend
+    from harness.slurm.config import SlurmConfigError, load_slurm_options
+
+    try:
+        opts = load_slurm_options(args.config, shared_dir=args.shared_dir, partition=args.partition,
+                                  account=args.account, qos=args.qos, gpus=args.gpus, sbatch=tuple(args.sbatch or ()),
+                                  requeue=args.requeue, node_backend=args.node_backend)
+    except SlurmConfigError as e:
+        fail(str(e))
+    chosen = SlurmBackend(runtime=runtime, options=opts)
+    try:
+        chosen.check()
+    except RuntimeError as e:
+        fail(str(e))
+    return chosen
+
+
+def display_for(pool: Any):
+    """The live display of one run at a time, or the line-per-event one of a pool."""
+    from harness.display import PoolDisplay, RunDisplay
+
+    return RunDisplay(err) if pool is None else PoolDisplay(err)
+
+
+def open_pool_or_none(parallel: str | None, gpus: str | None, backend: str, runtime: str | None, bench: Benchmark,
+                      nvml_module: Any = None):
+    """(the device pool, the backend) for --parallel/--gpus; (None, None) without --parallel."""
+    if parallel is None:
+        if gpus:
+            fail("--gpus picks the members of a --parallel pool: add --parallel auto (or N)")
+        return None, None
+    from harness.pipeline.backend import backend_and_hardware
+    from harness.pool.parallel import open_pool
+    from harness.pool.slots import PoolError
+
+    chosen, hw = backend_and_hardware(backend, None, runtime, bench, None, nvml_module)
+    try:
+        return open_pool(parallel, gpus, chosen, hw, nvml_module), chosen
+    except PoolError as e:
+        fail(str(e))
 
 
 def submit_options(bench: Benchmark, **kw: Any):

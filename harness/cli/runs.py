@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from harness.cli.common import (BenchOpt, EXIT_FAILED, EXIT_OK, JsonOpt, ResultsOpt, RuntimeOpt, app, bench_or_exit,
-                                emit_json, err, fail, setup_errors, sigterm_as_interrupt, submit_options)
+from harness.cli.common import (AccountOpt, BenchOpt, EXIT_FAILED, EXIT_OK, GpusOpt, JsonOpt, NodeBackendOpt,
+                                ParallelOpt, PartitionOpt, QosOpt, RequeueOpt, ResultsOpt, RuntimeOpt, SbatchOpt,
+                                SharedDirOpt, SlurmArgs, SlurmConfigOpt, SlurmGpusOpt, app, bench_or_exit, emit_json,
+                                err, fail, open_pool_or_none, setup_errors, sigterm_as_interrupt, slurm_backend,
+                                submit_options)
 from harness.sanitize import clean_text
 
 
@@ -75,7 +78,8 @@ def _print_run_lines(results) -> None:
 
 
 @app.command()
-def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
+def submit(train_pys: list[Path] = typer.Argument(..., metavar="TRAIN_PY...", help="The candidate train.py "
+                                                  "(several: each submitted; at once with --parallel)."),
            benchmark: str = BenchOpt,
            message: str = typer.Option("", "-m", "--message", help="What this candidate changes (recorded)."),
            seeds: Optional[int] = typer.Option(None, help="Runs with fresh seeds (default: the benchmark's)."),
@@ -90,13 +94,20 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
                                               "(default: results.tsv at the root of the git repository holding "
                                               "the current directory; none outside git)."),
            runtime: Optional[str] = RuntimeOpt,
+           parallel: Optional[str] = ParallelOpt,
+           gpus: Optional[str] = GpusOpt,
+           shared_dir: Optional[Path] = SharedDirOpt, partition: Optional[str] = PartitionOpt,
+           account: Optional[str] = AccountOpt, qos: Optional[str] = QosOpt, slurm_gpus: Optional[int] = SlurmGpusOpt,
+           sbatch: Optional[List[str]] = SbatchOpt, requeue: Optional[bool] = RequeueOpt,
+           node_backend: Optional[str] = NodeBackendOpt, slurm_config: Optional[Path] = SlurmConfigOpt,
            as_json: bool = JsonOpt) -> None:
     """Validate, run with harness-chosen seeds, verify, normalize, store; print keep or discard.
 
-    Exit 0 when the decision is keep, 1 when discard or nothing scored, 2 for usage errors.
+    Exit 0 when the decision is keep (several candidates: when at least one is kept), 1 when discard or
+    nothing scored, 2 for usage errors.
     """
-    from harness.display import RunDisplay
-    from harness.submit import submit as do_submit
+    from harness.display import PoolDisplay, RunDisplay
+    from harness.submit import SubmitError, submit_many
 
     bench = bench_or_exit(benchmark)
     if tsv is not None and tsv.is_dir():
@@ -104,21 +115,46 @@ def submit(train_py: Path = typer.Argument(..., help="The candidate train.py."),
     opts = submit_options(bench, seeds=seeds, description=message, backend=backend, verified=not compat,
                            budget_s=budget, results_dir=results, calibrate=not no_calibrate, tsv_path=tsv,
                            runtime=runtime)
+    remote = slurm_backend(backend, runtime, SlurmArgs(shared_dir, partition, account, qos, slurm_gpus, sbatch,
+                                                       requeue, node_backend, slurm_config))
+    if remote is not None and parallel is not None:
+        fail("--parallel is for this machine's devices; with --backend slurm every run is a job already")
     with sigterm_as_interrupt(), setup_errors():
-        report = do_submit(train_py, opts, on_event=RunDisplay(err))
+        pool, chosen = open_pool_or_none(parallel, gpus, opts.backend, opts.runtime, bench)
+        chosen = remote or chosen
+        display = (PoolDisplay(err) if pool is not None or remote is not None or len(train_pys) > 1
+                   else RunDisplay(err))
+        reports = submit_many(train_pys, opts, pool, on_event=display, backend=chosen)
+        if len(reports) == 1 and isinstance(reports[0], BaseException):
+            raise reports[0]
     if as_json:
-        emit_json(report.to_dict())
+        docs = [{"train_py": str(p), "error": str(r)} if isinstance(r, BaseException) else
+                {"train_py": str(p), **r.to_dict()} for p, r in zip(train_pys, reports)]
+        emit_json(docs[0] if len(docs) == 1 else {"submissions": docs})
     else:
-        _print_run_lines(report.results)
-        d = report.to_dict()
-        if d["summary"]:
-            s = d["summary"]
-            spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
-            typer.echo(f"val_bpb {s['mean']:.4f}{spread} over {s['n']} seed(s) · reference: "
-                       f"{clean_text(report.reference.label)}")
-        typer.echo(clean_text(f"{d['decision']}: {d['reason']}"))
-        typer.echo(clean_text(report.tsv_note))
-    raise typer.Exit(EXIT_OK if report.decision.keep else EXIT_FAILED)
+        for path, report in zip(train_pys, reports):
+            if len(reports) > 1:
+                typer.echo(clean_text(f"== {path}"))
+            if isinstance(report, BaseException):
+                for finding in (report.report.findings if isinstance(report, SubmitError) and report.report else []):
+                    typer.echo(finding.format())
+                typer.echo(clean_text(f"error: {report}"))
+                continue
+            _print_report(report)
+    kept = any(not isinstance(r, BaseException) and r.decision.keep for r in reports)
+    raise typer.Exit(EXIT_OK if kept else EXIT_FAILED)
+
+
+def _print_report(report) -> None:
+    _print_run_lines(report.results)
+    d = report.to_dict()
+    if d["summary"]:
+        s = d["summary"]
+        spread = f" ± {s['std']:.4f}" if s["std"] is not None else ""
+        typer.echo(f"val_bpb {s['mean']:.4f}{spread} over {s['n']} seed(s) · reference: "
+                   f"{clean_text(report.reference.label)}")
+    typer.echo(clean_text(f"{d['decision']}: {d['reason']}"))
+    typer.echo(clean_text(report.tsv_note))
 
 
 @app.command()

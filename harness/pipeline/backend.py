@@ -16,6 +16,12 @@ from harness.pipeline.request import RunError
 AUTO = "auto"
 
 
+def is_remote(backend: Any) -> bool:
+    """A backend that runs whole pipelines elsewhere (Slurm: run_many), each run's hardware probed and
+    its record made where it ran, rather than one process or container from here."""
+    return callable(getattr(backend, "run_many", None))
+
+
 def chosen_runtime(asked: str | None, bench: Benchmark | None) -> str | None:
     """--runtime if given, else the benchmark's `runtime:` setting, else the daemon's default (None)."""
     return asked or (bench.runtime if bench is not None else None) or None
@@ -69,6 +75,8 @@ def backend_and_hardware(name: str, image: str | None, runtime: str | None, benc
     happen (harness/backends/host.py: this machine for local and docker). A GPU run gets the CUDA image
     unless an image was asked for."""
     backend = make_backend(name, image, runtime, bench)
+    if is_remote(backend):  # probed by each job on its node: there is nothing to probe here
+        return backend, hw
     hw = hw or hooks(backend).probe_hardware(gpu, nvml_module)
     if image is None and getattr(backend, "image", None) is not None:
         backend = make_backend(backend.name, default_image(hw), runtime, bench)
@@ -82,5 +90,5 @@ def default_image(hw: HardwareContext) -> str:
     return latest_tag("cuda" if hw.gpu else "cpu")
 
 
-__all__ = ["AUTO", "backend_and_hardware", "backend_names", "chosen_runtime", "default_image", "hooks",
+__all__ = ["AUTO", "backend_and_hardware", "is_remote", "backend_names", "chosen_runtime", "default_image", "hooks",
            "make_backend"]

@@ -107,10 +107,12 @@ def _log_tail(path: Path, n: int = 500) -> str:
 
 
 def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend,
-                  requests: tuple[RunRequest, list[RunRequest]] | None = None) -> dict[str, Any]:
+                  requests: tuple[RunRequest, list[RunRequest]] | None = None,
+                  abort: threading.Event | None = None) -> dict[str, Any]:
     """Run the scorer and the two model servers at once; the scorer's verdict, or an error saying what went
     wrong. The scorer runs in this thread (Ctrl-C reaches it); when it ends, the servers are cancelled.
-    requests: evaluator_requests(train, bench), or a variant of them (tests play a hostile server)."""
+    requests: evaluator_requests(train, bench), or a variant of them (tests play a hostile server).
+    abort: a pool's stop (Ctrl-C reaches only the main thread): once set, the evaluation ends, aborted."""
     scorer, servers = requests or evaluator_requests(train, bench)
     scorer = dataclasses.replace(scorer, cancel=threading.Event())  # its own: a dead server ends the scorer
     outcomes: dict[str, Any] = {}
@@ -132,6 +134,8 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend,
                for req in servers]
     for t in threads:
         t.start()
+    if abort is not None:
+        threading.Thread(target=_cancel_on, args=(abort, scorer.cancel), name="harness-abort", daemon=True).start()
     try:
         outcome = backend.execute(scorer, lambda _line: None)
     finally:
@@ -165,5 +169,13 @@ def run_evaluator(train: RunRequest, bench: Benchmark, backend: Backend,
     result["runtimes"] = sorted({o.runtime for o in [outcome, *outcomes.values()]
                                  if isinstance(o, ProcessOutcome) and getattr(o, "runtime", None)})
     result["infra_error"] = outcome.infra_error or (server_infra[0] if server_infra and not result.get("ok") else None)
-    result["aborted"] = outcome.aborted
+    result["aborted"] = outcome.aborted or (abort is not None and abort.is_set())
     return result
+
+
+def _cancel_on(abort: threading.Event, cancel: threading.Event) -> None:
+    """Set cancel once abort is set, or return once cancel is set (the evaluation ended by itself)."""
+    while not cancel.is_set():
+        if abort.wait(0.25):
+            cancel.set()
+            return

@@ -64,6 +64,11 @@ class RunOptions:
     runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
     origin: dict[str, Any] | None = None  # where the candidate came from (its git commit, branch ...): provenance
     budget_plan: BudgetPlan | None = None  # decided once by the caller (seeds) or here (harness/budget.py)
+    cpuset: str | None = None  # pin the run to these CPUs ("0,1"): a member of a CPU pool (harness/pool/)
+    shared_host: bool = False  # other runs share this host at the same time: the record is flagged shared_host
+    abort: threading.Event | None = None  # set by a pool on Ctrl-C: the run is killed and recorded aborted
+    scheduler: dict[str, str] | None = None  # run inside a scheduler's job: {"name": "slurm", "job_id": "42"}
+    run_id: str | None = None  # chosen by the caller (a Slurm job's run, whose folder the submitter must know)
 
 
 def new_run_id() -> str:
@@ -103,6 +108,7 @@ class Prepared:
     description: str
     verified: bool
     calibrate: bool
+    abort: threading.Event | None = None  # the pool's stop (Ctrl-C): see harness/pool/parallel.py
 
     @property
     def run_dir(self) -> Path:
@@ -127,7 +133,7 @@ def prepare_request(train_py: Path, opts: RunOptions, cache: CacheInfo, hw: Hard
     budget = plan.seconds
     # A shorter budget shortens the hard timeout with it, keeping the benchmark's margin for startup and eval.
     hard_timeout = opts.hard_timeout_s or (bench.hard_timeout_s - bench.time_budget_s + budget)
-    run_id = new_run_id()
+    run_id = opts.run_id or new_run_id()
     run_dir = Path(opts.runs_dir or paths.runs_dir()) / run_id
     run_dir.mkdir(parents=True)
     (run_dir / contract.RUN_OUT).mkdir()
@@ -142,9 +148,10 @@ def prepare_request(train_py: Path, opts: RunOptions, cache: CacheInfo, hw: Hard
         hard_timeout_s=hard_timeout, gpu_uuids=hw.gpu_uuids, log_cap_bytes=opts.log_cap_bytes,
         command=list(CALIBRATED_COMMAND) if opts.calibrate else None,
         extra_mounts={"feed": feed.sock_dir},
-        data_entries=list(TRAINING_ENTRIES if opts.verified else COMPAT_ENTRIES), cancel=threading.Event())
+        data_entries=list(TRAINING_ENTRIES if opts.verified else COMPAT_ENTRIES), cancel=threading.Event(),
+        cpuset=opts.cpuset)
     prepared = Prepared(request, feed, cache, hw, budget, plan, seed, Path(train_py), opts.description, opts.verified,
-                        opts.calibrate)
+                        opts.calibrate, opts.abort)
     # Written before anything runs: if this process dies, the next harness command records the run.
     journal.begin(run_dir, provisional_record(prepared, backend).to_dict(), opts.results_dir)
     return prepared

@@ -5,6 +5,9 @@ until the caller's decision: see harness/pipeline/finish.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,14 @@ from harness import contract, journal, paths
 from harness.data import cache_info
 from harness.backends.base import Backend
 from harness.hw.context import HardwareContext
-from harness.pipeline.backend import backend_and_hardware, hooks
+from harness.pipeline.backend import backend_and_hardware, hooks, is_remote
 from harness.pipeline.finish import run_dir_of, write_record
 from harness.pipeline.judge import compat_evaluation
 from harness.pipeline.once import execute_run
+from harness.pipeline.remote import seeds_remote
 from harness.pipeline.request import Event, RunOptions, decide_budget
+from harness.pool.parallel import DevicePool
+from harness.pool.slots import Slot
 from harness.record import COMPAT, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
 from harness.store import ResultStore
@@ -43,14 +49,22 @@ class SeedOptions:
 
 
 def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambda _k, _v: None,
-              hw: HardwareContext | None = None, backend: Backend | None = None) -> list[RunRecord]:
-    """n runs of one candidate with fresh harness-chosen seeds, held until the caller decides."""
+              hw: HardwareContext | None = None, backend: Backend | None = None,
+              pool: DevicePool | None = None) -> list[RunRecord]:
+    """n runs of one candidate with fresh harness-chosen seeds, held until the caller decides.
+
+    pool: run the seeds at once, each on a free member of the pool (harness/pool/), instead of one after
+    another on the device `hw`."""
     bench = opts.benchmark
     cache = cache_info(bench)
+    if pool is not None:
+        hw = pool.plan.slots[0].hardware  # every member is of one class (harness/pool/slots.py)
     # once: every seed runs on the same backend and device, probed by the backend where its runs happen
     if backend is None:
         backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module, hw)
-    elif hw is None:
+    if is_remote(backend):  # every seed a job of one batch, run and recorded where it runs
+        return seeds_remote(train_py, opts, n, backend, on_event)
+    if hw is None:
         hw = hooks(backend).probe_hardware(opts.gpu, opts.nvml_module)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     store = ResultStore(opts.results_dir)
@@ -58,7 +72,7 @@ def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambd
         journal.recover(Path(opts.runs_dir))
     records: list[RunRecord] = []
     try:
-        _seed_loop(train_py, opts, n, on_event, hw, backend, cache, baselines_path, store, records)
+        _seed_loop(train_py, opts, n, on_event, hw, backend, cache, baselines_path, store, records, pool)
     except BaseException as e:  # whatever stops the loop, the finished runs get their records
         salvage(records, store.root, f"the submission stopped before its decision ({type(e).__name__}: {e})")
         raise
@@ -66,17 +80,22 @@ def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambd
 
 
 def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: HardwareContext, backend: Backend,
-               cache: Any, baselines_path: Path, store: ResultStore, records: list[RunRecord]) -> None:
+               cache: Any, baselines_path: Path, store: ResultStore, records: list[RunRecord],
+               pool: DevicePool | None) -> None:
     bench = opts.benchmark
-    # One budget for every seed (a class without a table peak is calibrated once, not per seed).
+    # One budget for every seed (a class without a table peak is calibrated once, not per seed), decided
+    # before any seed runs, so a calibration never shares the machine with this submission's own runs.
     plan = decide_budget(RunOptions(benchmark=bench, budget_s=opts.budget_s, calibrate=opts.calibrate), hw)
-    for i in range(n):
+    base = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
+                      description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
+                      calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
+                      nvml_module=opts.nvml_module, results_dir=store.root, origin=opts.origin, budget_plan=plan)
+    stop = threading.Event()  # the candidate proved unexportable: no further seed is worth running
+
+    def one(i: int, run_opts: RunOptions) -> RunRecord | None:
+        if stop.is_set():
+            return None
         on_event("seed", {"index": i + 1, "of": n})
-        run_opts = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
-                              description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
-                              calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
-                              nvml_module=opts.nvml_module, results_dir=store.root, origin=opts.origin,
-                              budget_plan=plan)
         record = execute_run(train_py, run_opts, on_event=on_event, cache=cache, backend=backend, write=False)
         export = record.evaluation.export if record.evaluation else None
         if opts.verified and record.status == "ok" and export is not None and not export.ok:
@@ -88,10 +107,23 @@ def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: H
             record = execute_run(train_py, compat, on_event=on_event, cache=cache, backend=backend, write=False,
                                  evaluation=fallback)
         records.append(record)
-        if record.status == "aborted":  # Ctrl-C or SIGTERM ends the whole submission, not one seed
-            break
         if record.evaluation is not None and record.evaluation.mode == COMPAT and opts.verified:
-            break  # unexportable: every seed would be too, and a self-reported score never counts
+            stop.set()  # unexportable: every seed would be too, and a self-reported score never counts
+        return record
+
+    if pool is not None:  # at once, each seed on a member of the pool; decided after all are in
+        pool.map([functools.partial(_on_member, one, i, base, pool) for i in range(n)])
+        return
+    for i in range(n):
+        record = one(i, base)
+        if record is None or record.status == "aborted":  # Ctrl-C or SIGTERM ends the submission, not one seed
+            break
+
+
+def _on_member(one: Any, i: int, base: RunOptions, pool: DevicePool, slot: Slot) -> RunRecord | None:
+    """One seed on the pool member `slot`: its device, its CPUs, and the pool's stop for Ctrl-C."""
+    return one(i, dataclasses.replace(base, hardware=slot.hardware, cpuset=slot.cpuset,
+                                      shared_host=pool.plan.shared_host, abort=pool.stop))
 
 
 def salvage(records: list[RunRecord], results_dir: Path | None, why: str) -> None:

@@ -4,6 +4,7 @@ line (progress for the display, when the calibration and train.py's first line c
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -53,10 +54,12 @@ class ClockGuard:
     clock's limits, so an over-long run cannot keep the machine until its hard timeout."""
 
     def __init__(self, feed: FeedServer, limits: ClockLimits, request: RunRequest, watcher: Watcher,
-                 t0: float, check_tail: bool, calibrated: bool):
+                 t0: float, check_tail: bool, calibrated: bool, abort: threading.Event | None = None):
         self.feed, self.limits, self.request, self.watcher, self.t0 = feed, limits, request, watcher, t0
         self.check_tail, self.calibrated = check_tail, calibrated
+        self.abort = abort  # a pool's stop (Ctrl-C reaches only the main thread, not the run's)
         self.killed: str | None = None
+        self.aborted = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harness-clock", daemon=True)
 
@@ -74,6 +77,10 @@ class ClockGuard:
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
+            if self.abort is not None and self.abort.is_set() and self.request.cancel is not None:
+                self.aborted = True
+                self.request.cancel.set()
+                return
             why = kill_reason(self.feed.stats(), self.start_at(), time.time(), self.limits, self.check_tail)
             if why and self.request.cancel is not None:
                 self.killed = why
@@ -95,7 +102,8 @@ def train(p: Prepared, backend: Backend, on_event: Event) -> Trained:
     watcher = Watcher(on_event)
     t0 = time.time()
     p.feed.start()
-    guard = ClockGuard(p.feed, limits, p.request, watcher, t0, check_tail=p.verified, calibrated=p.calibrate)
+    guard = ClockGuard(p.feed, limits, p.request, watcher, t0, check_tail=p.verified, calibrated=p.calibrate,
+                       abort=p.abort)
     guard.start()
     executor = hooks(backend)
     try:
@@ -111,6 +119,8 @@ def train(p: Prepared, backend: Backend, on_event: Event) -> Trained:
     finally:
         guard.stop()
         p.feed.stop()
+    if guard.aborted and not outcome.aborted:  # cancelled because the pool was stopped: Ctrl-C, not a failure
+        outcome = dataclasses.replace(outcome, aborted=True)
     clock = judge(p.feed.stats(), guard.start_at(), outcome.ended_at, limits, check_tail=p.verified)
     return Trained(outcome, watcher, clock, guard.killed)
 

@@ -160,6 +160,7 @@ class ContainerSpec:
     labels: dict[str, str]
     hostname: str = "harness"
     nano_cpus: int | None = None
+    cpuset_cpus: str | None = None  # a member of a CPU pool (harness/pool/): the run's CPUs, no others
     device_requests: list[docker.types.DeviceRequest] | None = None
     ulimits: list[docker.types.Ulimit] = field(default_factory=list)
     # Output is streamed over `attach`; the daemon keeps no copy, so a stdout flood cannot
@@ -183,6 +184,15 @@ class ContainerSpec:
         d["ulimits"] = [dict(u) for u in self.ulimits]
         d["log_config"] = dict(self.log_config) if self.log_config is not None else None
         return d
+
+
+def cpu_quota(cpus: float | None, cpuset: str | None) -> int | None:
+    """limits.cpus as nano-CPUs, never more than the pinned set holds (a pool member's share)."""
+    if not cpus:
+        return None
+    if cpuset:
+        cpus = min(cpus, len(cpuset.split(",")))
+    return int(round(cpus * 1e9))
 
 
 def container_env(request: RunRequest, gpus: bool) -> dict[str, str]:
@@ -265,7 +275,8 @@ def container_spec(request: RunRequest, image: str, uid: int = DEFAULT_UID, keep
         shm_size=size_bytes(limits.shm),
         init=False,  # the keeper is PID 1 (it reaps, kills at its deadline, and its exit ends everything)
         labels={LABEL: "1", LABEL_RUN_ID: request.run_id, LABEL_BENCHMARK: request.benchmark.name},
-        nano_cpus=int(round(limits.cpus * 1e9)) if limits.cpus else None,
+        nano_cpus=cpu_quota(limits.cpus, request.cpuset),
+        cpuset_cpus=request.cpuset,
         device_requests=[docker.types.DeviceRequest(device_ids=gpus, capabilities=[["gpu"]])] if gpus else None,
         ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],  # no core dumps
         log_config=docker.types.LogConfig(type="none"),

@@ -1,0 +1,140 @@
+"""Jobs run on the pool: each takes a free member through its lease, runs, and gives it back.
+
+    pool = DevicePool(plan, paths.state_dir() / "leases")
+    results = pool.map([job_a, job_b, ...])   # job(slot) -> result, at most plan.size at a time
+
+Ctrl-C (or SIGTERM made KeyboardInterrupt) in the calling thread sets `pool.stop`: waiting jobs give up
+(LeaseAborted, no run), running ones see it through RunOptions.abort and end `aborted`, each with its
+record; map returns what finished, in job order (None for a job that never ran), and pool.interrupted
+says that it was cut short.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from harness import paths
+from harness.backends.host import hooks
+from harness.hw.context import HardwareContext
+from harness.pool.lease import Lease, LeaseAborted, try_lease
+from harness.pool.slots import PoolPlan, Slot, plan_pool
+
+T = TypeVar("T")
+POLL_S = 0.2
+
+
+class DevicePool:
+    def __init__(self, plan: PoolPlan, lease_dir: Path):
+        self.plan = plan
+        self.lease_dir = Path(lease_dir)
+        self.stop = threading.Event()  # set on Ctrl-C: no new run starts, running ones are aborted
+        self.interrupted = False
+        self._free = threading.Condition()
+
+    @property
+    def size(self) -> int:
+        return self.plan.size
+
+    @contextmanager
+    def member(self) -> Iterator[Slot]:
+        """A free member of the pool, leased for the block; waits for one; LeaseAborted once stopped."""
+        slot, leases = self._take()
+        try:
+            yield slot
+        finally:
+            for lease in leases:
+                lease.release()
+            with self._free:
+                self._free.notify_all()
+
+    def _take(self) -> tuple[Slot, list[Lease]]:
+        while not self.stop.is_set():
+            for slot in self.plan.slots:
+                leases = _lease_all(slot, self.lease_dir)
+                if leases is not None:
+                    return slot, leases
+            with self._free:  # woken when this process frees one; other processes' are seen by polling
+                self._free.wait(POLL_S)
+        raise LeaseAborted("stopped while waiting for a free device")
+
+    def map(self, jobs: Sequence[Callable[[Slot], T]]) -> list[T | None]:
+        """Every job on a member of its own, at most size at a time; results in job order."""
+        results: list[T | None] = [None] * len(jobs)
+        if not jobs:
+            return results
+
+        def one(i: int) -> None:
+            try:
+                with self.member() as slot:
+                    if not self.stop.is_set():
+                        results[i] = jobs[i](slot)
+            except LeaseAborted:
+                pass
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), self.size)),
+                                thread_name_prefix="harness-pool") as ex:
+            pending: set[Future] = {ex.submit(one, i) for i in range(len(jobs))}
+            error: BaseException | None = None
+            while pending:
+                try:
+                    done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:  # stop everything; keep waiting for the runs to write their records
+                    self.interrupted = True
+                    self.stop.set()
+                    continue
+                for f in done:
+                    if f.exception() is not None and error is None:  # a job's own error, not a run's failure
+                        error = f.exception()
+                        self.stop.set()
+        if error is not None:
+            raise error
+        return results
+
+
+def run_threads(jobs: Sequence[Callable[[], T]], stop: threading.Event) -> list[T | BaseException]:
+    """Each job in a thread of its own (candidates of one submit, each spreading its seeds over a pool);
+    Ctrl-C in the calling thread sets `stop` and keeps waiting for the jobs, which end their runs as
+    aborted. A job's exception is returned in its place."""
+    results: list[T | BaseException] = [RuntimeError("not run")] * len(jobs)
+
+    def one(i: int) -> None:
+        try:
+            results[i] = jobs[i]()
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller in the job's place
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,), name=f"harness-job-{i}", daemon=True) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join(POLL_S)
+            except KeyboardInterrupt:
+                stop.set()
+    return results
+
+
+def _lease_all(slot: Slot, folder: Path) -> list[Lease] | None:
+    """Every lock of the member, or none of them."""
+    taken: list[Lease] = []
+    for key in slot.keys:
+        lease = try_lease(key, folder)
+        if lease is None:
+            for held in taken:
+                held.release()
+            return None
+        taken.append(lease)
+    return taken
+
+
+def open_pool(parallel: str | int | None, gpus: str | None, backend: Any, hw: HardwareContext,
+              nvml_module: Any = None, lease_dir: Path | None = None) -> DevicePool:
+    """The pool for --parallel/--gpus on the machine `backend` runs on (its probe: where the runs happen),
+    its leases in the harness's state directory."""
+    plan = plan_pool(parallel, gpus, hw, lambda uuid: hooks(backend).probe_hardware(uuid, nvml_module))
+    return DevicePool(plan, Path(lease_dir or paths.state_dir() / "leases"))
