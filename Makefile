@@ -43,6 +43,7 @@ bench: venv
 	$(HARNESS) prepare --benchmark tiny
 	$(PY) -m harness.bench --nvml-stand-in tests/fakes/pynvml.py
 	$(PY) -m harness.bench_integrity
+	$(PY) -m harness.bench_scale
 
 # The run images: a Docker engine if none is reachable, then the CPU image built offline.
 images: venv

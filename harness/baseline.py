@@ -20,6 +20,7 @@ from harness.pipeline.request import RunError
 from harness.pipeline.finish import write_record
 from harness.pipeline.seeds import run_seeds, salvage
 from harness.pool.parallel import DevicePool
+from harness.store import gpu_class_of
 from harness.record import RunRecord
 from harness.scoring.baselines import Baselines, add_sample, load_baselines, save_baselines
 from harness.scoring.stats import Sample, summarize
@@ -64,7 +65,14 @@ def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: boo
         salvage(held, opts.results_dir, f"stopped before every record was written ({type(e).__name__}: {e})")
         raise
     used = [r for r in counted_runs(results, opts.verified) if include_flagged or not r.flags]
-    return hw.cls.label, results, used
+    if hw is not None:
+        return hw.cls.label, results, used
+    # Run on remote nodes (Slurm): the class each node probed; a baseline of one class only.
+    classes = sorted({c for c in (gpu_class_of(r.to_dict()) for r in results) if c})
+    if len(classes) > 1:
+        raise RunError(f"the runs ran on different classes ({', '.join(classes)}): pin the jobs to one class "
+                       "(e.g. --sbatch=--constraint=...) and measure each class apart")
+    return (classes[0] if classes else "unknown"), results, used
 
 
 def measure_noise(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: bool = False,
@@ -89,7 +97,7 @@ def run_baseline(opts: SubmitOptions, runs: int, include_flagged: bool = False,
     for r in used:
         add_sample(baselines, opts.benchmark.name, label, val_bpb=r.val_bpb,
                    tokens=(r.metrics.get("total_tokens_M") or 0.0) * 1e6, run_id=r.run_id,
-                   seed=r.seed, host=socket.gethostname())
+                   seed=r.seed, host=(r.provenance.get("placement") or {}).get("node") or socket.gethostname())
     save_baselines(baselines, path)
     stats = baselines.stats(opts.benchmark.name, label)
     summary = Sample(stats.mean, stats.std, stats.n, None) if stats else None

@@ -65,6 +65,9 @@ class RunDisplay:
             else:
                 print(line, file=sys.stderr, flush=True)
 
+    def _on_note(self, text: str) -> None:
+        self.console.print(clean_text(str(text)), markup=False, highlight=False)
+
     def _on_end(self, _result: Any) -> None:
         if self._bar is not None:
             self._bar.stop()

@@ -27,7 +27,7 @@ from harness.backends.base import Backend
 from harness.pipeline.backend import backend_and_hardware, is_remote, make_backend
 from harness.pipeline.remote import remote_run, run_remote
 from harness.pipeline.finish import write_record
-from harness.pipeline.seeds import SeedOptions, run_seeds, salvage, scored_by_fixed_code
+from harness.pipeline.seeds import SeedOptions, pool_budget, run_seeds, salvage, scored_by_fixed_code
 from harness.pool.parallel import DevicePool, run_threads
 from harness.record import COMPAT, OVER_BUDGET, SEED_IGNORED, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
@@ -160,7 +160,16 @@ def decide(train_py: Path, opts: SubmitOptions, held: list[RunRecord], gpu_class
     """Decide one candidate from its held runs and write each run once with the decision. gpu_class: the
     class its runs had (None: each run's own record says, as for runs made on a remote node)."""
     results = flag_seed_ignored(held)
-    gpu_class = gpu_class or next((gpu_class_of(r.to_dict()) for r in results if gpu_class_of(r.to_dict())), "unknown")
+    classes = sorted({c for c in (gpu_class_of(r.to_dict()) for r in results) if c})
+    if gpu_class is None and len(classes) > 1:  # remote nodes of two classes: not samples of one thing
+        why = f"its seeds ran on different GPU classes ({', '.join(classes)}): pin the jobs to one class"
+        results = [with_flag(r, SEEDS_FAILED) for r in results]
+        made = SubmissionDecision(label="discard", reason=why, seeds=len(results))
+        written = [write_record(r, opts.results_dir, store=True, decision=made) for r in results]
+        store = ResultStore(opts.results_dir)
+        return SubmitReport(written, Decision(False, why, None, None), Reference("none", "not compared"),
+                            [store.path_for(r.run_id) for r in written], None, [], "no results.tsv row: " + why)
+    gpu_class = gpu_class or (classes[0] if classes else "unknown")
     try:
         with decide_lock or contextlib.nullcontext():
             return _decide_and_write(train_py, opts, gpu_class, results, tsv_path, tsv_note)
@@ -190,6 +199,7 @@ def submit_many(train_pys: list[Path], opts: SubmitOptions, pool: DevicePool | N
                           None, tsv_path, tsv_note) for i, p in enumerate(train_pys)]
     if pool is None:
         return [_or_error(submit, p, opts, on_event) for p in train_pys]
+    opts = pool_budget(opts, pool)  # once for every candidate, before any of them runs
     lock = threading.Lock()
     jobs = [functools.partial(_or_error, submit, p, opts, on_event, pool=pool, backend=backend, decide_lock=lock)
             for p in train_pys]

@@ -6,6 +6,7 @@ import importlib.util
 import itertools
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from harness.data import prepare_benchmark
 
 REPO = paths.REPO_ROOT
 _counter = itertools.count()
+# Device leases (harness/pool/) per test process: two test workers' runs are not each other's neighbours
+# to wait for (each test that checks leases gives its own folder).
+os.environ.setdefault("HARNESS_STATE_DIR", tempfile.mkdtemp(prefix="harness-test-state-"))
 
 # The longest files first. `make test` runs two workers that take whole files (--dist loadfile) in this
 # order: a long file started last would end the suite alone while the other worker idles.

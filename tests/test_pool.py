@@ -192,3 +192,44 @@ def test_submit_two_candidates_in_parallel_overlap_on_disjoint_cpus(docker_env):
     assert sets[0].isdisjoint(sets[1]) and all(p["shared_host"] and p["node"] for p in places)
     (s1, e1), (s2, e2) = [(r["timings"]["started_at"], r["timings"]["ended_at"]) for r in records]
     assert s1 < e2 and s2 < e1, "the two runs did not overlap"
+
+
+def test_a_run_outside_a_pool_waits_for_its_device_and_gives_up_when_stopped(tmp_path):
+    from harness.pool.parallel import run_keys, run_lease
+
+    hw = _hw([])
+    keys = run_keys(hw, None)
+    assert keys == tuple(f"cpu{c}" for c in sorted(os.sched_getaffinity(0)))  # a CPU run has the host
+    proc = _holder(tmp_path, keys[-1])  # another harness process's pool member holds one CPU
+    notes: list[str] = []
+    stop = threading.Event()
+    threading.Timer(0.6, stop.set).start()
+    try:
+        with pytest.raises(LeaseAborted):
+            with run_lease(hw, None, notes.append, stop, lease_dir=tmp_path):
+                pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert notes and "waiting for" in notes[0]
+    with run_lease(hw, None, notes.append, lease_dir=tmp_path):  # freed with its holder
+        assert try_lease(keys[0], tmp_path) is None  # held by this run now
+    gpu_hw = _hw([fake.h100_sxm(uuid="GPU-7")])
+    assert run_keys(gpu_hw, None) == ("GPU-7",)  # a GPU run leases its GPU only
+
+
+def test_the_local_backend_gives_a_run_only_the_gpu_it_was_given(tmp_path, tiny_bench):
+    from harness import paths
+    from harness.backends.base import RunRequest
+    from harness.backends.local import LocalBackend
+
+    lines: list[str] = []
+    for uuids in (["GPU-abc"], []):
+        run_dir = tmp_path / f"r{len(uuids)}"
+        (run_dir / "out").mkdir(parents=True)
+        (run_dir / "train.py").write_text("import os; print('cvd=' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')))\n")
+        req = RunRequest(run_id=run_dir.name, train_py=run_dir / "train.py", benchmark=tiny_bench,
+                         data_dir=tmp_path, fixed_dir=paths.fixed_dir(), run_dir=run_dir, hard_timeout_s=30,
+                         gpu_uuids=uuids)
+        LocalBackend().execute(req, lines.append)
+    assert "cvd='GPU-abc'" in lines and "cvd=''" in lines

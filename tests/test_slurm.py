@@ -78,6 +78,11 @@ def cluster(tiny_cache, isolated_dirs, monkeypatch, docker_client):  # noqa: F81
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tiny_cache.data_dir.parent))
     monkeypatch.setenv("HARNESS_BASELINES", str(isolated_dirs / "baselines.json"))
     monkeypatch.setenv("HARNESS_CONFIG_DIR", str(isolated_dirs / "config"))
+    # The jobs' device leases apart from every other test's: a job whose harness outlives its test (a
+    # killed node's, until Slurm ends it) must not make another test's run wait for its CPU.
+    monkeypatch.setenv("HARNESS_STATE_DIR", str(isolated_dirs / "state"))
+    (isolated_dirs / "config").mkdir()
+    (isolated_dirs / "config" / "config.toml").write_text("[slurm]\ncpus_per_task = 1\n")  # two jobs at once
     monkeypatch.chdir(isolated_dirs)
     return shared
 
@@ -108,6 +113,7 @@ def test_two_candidates_run_as_two_slurm_jobs_in_docker_on_the_node(cluster):
         assert r["status"] == "ok" and r["trust"] == "verified", r["reason"]
         place = r["provenance"]["placement"]
         assert place["scheduler"] == "slurm" and place["job_id"] and place["node"] == socket.gethostname()
+        assert len(place["cpuset"].split(",")) == 1  # the one CPU Slurm bound the job to, its containers too
         assert r["backend"] == "docker" and r["provenance"]["image"]  # the node ran it in a container
         assert Path(r["log_path"]).is_relative_to(cluster)  # its run folder is in the shared folder
     assert len({r["provenance"]["placement"]["job_id"] for r in records}) == 2  # two jobs
@@ -124,8 +130,7 @@ def test_the_hardware_of_a_record_is_the_nodes_not_the_submitters(cluster):
     here = detect_hardware(probe_docker=False).cls.label
     assert "H100" not in here
     cfg = cluster.parent / "config" / "config.toml"
-    cfg.parent.mkdir()
-    cfg.write_text(f'[slurm]\nnode_backend = "local"\nsetup = ["export PYTHONPATH={FAKES}"]\n')
+    cfg.write_text(f'[slurm]\ncpus_per_task = 1\nnode_backend = "local"\nsetup = ["export PYTHONPATH={FAKES}"]\n')
     proc = _submit(cluster, str(TOY), "--budget", "3")
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     (r,) = _records(proc)
@@ -216,3 +221,53 @@ def test_requeue_runs_a_lost_run_once_more_and_the_lost_attempt_keeps_its_record
     assert r["provenance"]["placement"]["job_id"].split("_")[0] != job.split("_")[0]  # a second job
     lost = json.loads((cluster.parent / "results" / "runs" / f"{run_dir.name}.json").read_text())
     assert lost["status"] == "infra_error" and "requeued once" in lost["reason"]
+
+
+def test_the_command_line_may_add_placement_options_only_and_no_control_characters(tmp_path):
+    missing = tmp_path / "none.toml"
+    missing.write_text("")
+    assert load_slurm_options(missing, sbatch=("--constraint=h100",)).sbatch == ("--constraint=h100",)
+    for bad in ("--export=ALL,PYTHONPATH=/agent", "--chdir=/tmp", "--output=/shared/runs/x/result.json", "--wrap=id"):
+        with pytest.raises(SlurmConfigError, match="not an option the command line may add"):
+            load_slurm_options(missing, sbatch=(bad,))
+    with pytest.raises(SlurmConfigError, match="control characters"):
+        load_slurm_options(missing, sbatch=("--comment=x\ntouch /tmp/pwned #",))
+    with pytest.raises(SlurmConfigError, match="control characters"):
+        load_slurm_options(missing, partition="debug\n#SBATCH --export=ALL")
+
+
+def test_a_record_in_the_shared_folder_is_believed_only_for_the_run_asked_for(tmp_path, tiny_bench, tiny_cache,
+                                                                            isolated_dirs, monkeypatch):
+    """A job's result.json is another process's file: it must name the run, the candidate's sha256, the
+    benchmark, the node backend and its isolation that this host asked for, or the run is infra_error."""
+    from harness.pipeline import RunOptions, execute_run
+    from harness.pipeline.remote import RemoteRun
+    from harness.slurm.backend import SlurmBackend
+    from harness.slurm.config import SlurmOptions
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tiny_cache.data_dir.parent))
+    shared = tmp_path / "shared"
+    backend = SlurmBackend(options=SlurmOptions(shared_dir=shared, node_backend="local"))
+    bench = tiny_bench
+
+    class Job:
+        job_id = "7_0"
+
+    def run_as_job(edit) -> dict:
+        run = RemoteRun(TOY, bench, budget_s=1, calibrate=False)
+        spec = backend._spec(shared, run)
+        record = execute_run(Path(spec["train_py"]), RunOptions(
+            benchmark=bench, backend="local", budget_s=1, calibrate=False, runs_dir=shared / "runs", run_id=run.run_id,
+            scheduler={"name": "slurm", "job_id": "7_0"}), write=True)
+        path = Path(record.log_path).parent / "result.json"
+        doc = json.loads(path.read_text())
+        edit(doc)
+        path.write_text(json.dumps(doc))
+        return backend._record(shared, run, Job(), "COMPLETED", None).to_dict()
+
+    honest = run_as_job(lambda d: None)
+    assert honest["status"] == "ok" and honest["trust"] == "unisolated"
+    forged = run_as_job(lambda d: d.update(backend="docker", isolated=True))
+    assert forged["status"] == "infra_error" and "backend 'docker', not 'local'" in forged["reason"]
+    other = run_as_job(lambda d: d["provenance"]["submission"].update(sha256="0" * 64))
+    assert other["status"] == "infra_error" and "submission sha256" in other["reason"]

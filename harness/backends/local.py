@@ -51,6 +51,9 @@ class LocalBackend(OnThisHost):
         env["PYTHONPATH"] = str(request.fixed_dir)
         env["PYTHONUNBUFFERED"] = "1"
         env["TMPDIR"] = str(work)  # its own temp folder, as a container's: processes of two runs share no file
+        # The GPU the run was given (a pool member's, a Slurm job's), by UUID, as docker's device request
+        # does; without one, none: a CPU run must not pick up a GPU the harness did not lease for it.
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(request.gpu_uuids)
         command = command_paths(request, python=self.python, fixed=str(request.fixed_dir), data=str(data),
                                 out=str(request.run_dir / "out"), train_py=str(request.train_py),
                                 mounts={k: str(v) for k, v in {**request.extra_mounts, **request.rw_mounts}.items()})

@@ -30,6 +30,7 @@ from harness.data import cache_info
 from harness.fixedcode import fixed_hashes
 from harness.pipeline.backend import backend_and_hardware
 from harness.pipeline.refuse import REFUSED_BACKEND, refuse
+from harness.pipeline.seeds import SeedOptions, pool_budget
 from harness.pool.parallel import open_pool, run_threads
 from harness.pool.slots import PoolError
 from harness.record import COMPAT, RunRecord
@@ -84,6 +85,7 @@ class _Walk:
     ran: int = 0  # candidates run in this call (for --max-commits)
     aborted: bool = False  # Ctrl-C or SIGTERM: the walk ends after the current run
     pool: Any = None  # a DevicePool (harness/pool/) with --parallel
+    budget_plan: Any = None  # with a pool: decided once before any branch runs
     lock: threading.Lock = field(default_factory=threading.Lock)  # branches walked at once share `ran`
 
     @property
@@ -113,6 +115,9 @@ def score_branches(opts: CiOptions, on_event: Event = lambda _k, _v: None) -> Ci
     bench = opts.benchmark
     cache_info(bench)  # unprepared data is a set-up error before anything runs
     backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module)
+    if hw is None:
+        raise CiError(f"ci score runs on this machine's devices (--parallel for several at once); the {backend.name} "
+                      "backend is not supported by ci score yet")
     walk = _Walk(opts, top, gitwalk.repo_name(top), ResultStore(opts.results_dir), hw.cls.label,
                  fixed_hashes(paths.fixed_dir()), float(opts.budget_s or bench.time_budget_s), backend, hw, on_event)
     if opts.parallel is not None and not opts.dry_run:
@@ -120,6 +125,8 @@ def score_branches(opts: CiOptions, on_event: Event = lambda _k, _v: None) -> Ci
             walk.pool = open_pool(opts.parallel, opts.gpus, backend, hw, opts.nvml_module)
         except PoolError as e:
             raise CiError(str(e)) from None
+        walk.budget_plan = pool_budget(SeedOptions(benchmark=bench, budget_s=opts.budget_s,
+                                                   calibrate=opts.calibrate), walk.pool).budget_plan
     results = []
     try:
         if walk.pool is not None:  # every branch at once (each in order, its commits' seeds on the pool)
@@ -210,7 +217,8 @@ def _candidate(walk: _Walk, info: gitwalk.CommitInfo, blob: str | None, branch: 
                 benchmark=bench, seeds=opts.seeds, description=info.subject, backend=walk.backend.name,
                 budget_s=opts.budget_s, results_dir=walk.store.root, runs_dir=opts.runs_dir, gpu=opts.gpu,
                 calibrate=opts.calibrate, nvml_module=opts.nvml_module, runtime=opts.runtime, origin=origin,
-                tsv=False, reference=reference), on_event=walk.on_event, pool=walk.pool, backend=walk.backend)
+                tsv=False, reference=reference, budget_plan=walk.budget_plan), on_event=walk.on_event, pool=walk.pool,
+                backend=walk.backend)
         if any(r.status == "aborted" for r in report.results):
             walk.aborted = True
         return _decided(walk, base, SCORED, report.results, reference)

@@ -191,6 +191,8 @@ def open_pool_or_none(parallel: str | None, gpus: str | None, backend: str, runt
     from harness.pool.slots import PoolError
 
     chosen, hw = backend_and_hardware(backend, None, runtime, bench, None, nvml_module)
+    if hw is None:
+        fail(f"--parallel is for this machine's devices; with --backend {backend} every run is a job already")
     try:
         return open_pool(parallel, gpus, chosen, hw, nvml_module), chosen
     except PoolError as e:

@@ -83,7 +83,8 @@ def evaluator_requests(train: RunRequest, bench: Benchmark) -> tuple[RunRequest,
         run_id=train.run_id + "-eval", train_py=train.train_py, benchmark=bench, data_dir=train.data_dir,
         fixed_dir=train.fixed_dir, run_dir=eval_dir, env=env, hard_timeout_s=bench.eval_timeout_s,
         gpu_uuids=list(train.gpu_uuids), log_cap_bytes=train.log_cap_bytes, command=list(SCORER_COMMAND),
-        rw_mounts={"sock": sock_dir}, data_entries=None, mount_train_py=False, cancel=cancel)
+        rw_mounts={"sock": sock_dir}, data_entries=None, mount_train_py=False, cancel=cancel,
+        cpuset=train.cpuset)  # a pool member's or a Slurm job's CPUs: the evaluation stays on them too
     servers = []
     for role in MODEL_SERVERS:
         model_dir = eval_dir / f"model-{role}"
@@ -95,7 +96,7 @@ def evaluator_requests(train: RunRequest, bench: Benchmark) -> tuple[RunRequest,
             env={contract.ENV_OUT_DIR: str(model_dir / contract.RUN_OUT), contract.ENV_BENCHMARK: bench.name},
             hard_timeout_s=bench.eval_timeout_s, gpu_uuids=list(train.gpu_uuids), log_cap_bytes=train.log_cap_bytes,
             command=command, extra_mounts={"export": train.run_dir / contract.RUN_OUT, "sock": sock_dir},
-            data_entries=[], mount_train_py=False, cancel=cancel))
+            data_entries=[], mount_train_py=False, cancel=cancel, cpuset=train.cpuset))
     return scorer, servers
 
 

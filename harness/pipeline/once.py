@@ -17,6 +17,7 @@ import harness.pipeline.judge as judge
 from harness import contract
 from harness.pipeline.backend import backend_and_hardware, hooks, is_remote
 from harness.pipeline.remote import remote_run, run_remote
+from harness.pool.parallel import run_lease
 from harness.pipeline.evaluate import export_info, run_evaluator
 from harness.pipeline.hardware import hardware_part, normalization
 from harness.pipeline.request import Event, RunError, RunOptions, prepare_request
@@ -59,6 +60,16 @@ def execute_run(train_py: Path, opts: RunOptions, on_event: Event = lambda _k, _
         return finish.write_record(held[0], opts.results_dir, store=opts.results_dir is not None) if write else held[0]
     if hw is None:  # probed by the backend, where its runs happen
         hw = opts.hardware or hooks(backend).probe_hardware(opts.gpu, opts.nvml_module)
+    if opts.leased:  # a pool's member: its lease is held already
+        return _execute(train_py, opts, on_event, cache, backend, hw, write, evaluation)
+    # Its device's lease (harness/pool/): no other harness process of this machine runs on it meanwhile.
+    with run_lease(hw, opts.cpuset, lambda msg: on_event("note", msg), opts.abort):
+        return _execute(train_py, opts, on_event, cache, backend, hw, write, evaluation)
+
+
+def _execute(train_py: Path, opts: RunOptions, on_event: Event, cache: CacheInfo, backend: Backend,
+             hw: HardwareContext, write: bool, evaluation: Evaluation | None) -> RunRecord:
+    bench = opts.benchmark
     p = prepare_request(train_py, opts, cache, hw, backend)                       # 1. request
     on_event("start", {"run_id": p.request.run_id, "run_dir": p.run_dir, "backend": backend.name,
                        "budget_s": p.budget_s, "seed": p.seed, "isolated": backend.isolated,

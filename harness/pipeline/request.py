@@ -69,6 +69,7 @@ class RunOptions:
     abort: threading.Event | None = None  # set by a pool on Ctrl-C: the run is killed and recorded aborted
     scheduler: dict[str, str] | None = None  # run inside a scheduler's job: {"name": "slurm", "job_id": "42"}
     run_id: str | None = None  # chosen by the caller (a Slurm job's run, whose folder the submitter must know)
+    leased: bool = False  # the caller holds the device's lease (a pool member); else the run takes it itself
 
 
 def new_run_id() -> str:

@@ -46,6 +46,7 @@ class SeedOptions:
     nvml_module: Any = None
     runtime: str | None = None  # the docker backend's OCI runtime (runsc: gVisor); None: the benchmark's
     origin: dict[str, Any] | None = None  # where the candidate came from (harness ci: repo, branch, commit ...)
+    budget_plan: Any = None  # decided once for many candidates (a pool's, before any run starts); None: per candidate
 
 
 def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambda _k, _v: None,
@@ -85,7 +86,8 @@ def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: H
     bench = opts.benchmark
     # One budget for every seed (a class without a table peak is calibrated once, not per seed), decided
     # before any seed runs, so a calibration never shares the machine with this submission's own runs.
-    plan = decide_budget(RunOptions(benchmark=bench, budget_s=opts.budget_s, calibrate=opts.calibrate), hw)
+    plan = opts.budget_plan or decide_budget(RunOptions(benchmark=bench, budget_s=opts.budget_s,
+                                                        calibrate=opts.calibrate), hw)
     base = RunOptions(benchmark=bench, backend=backend.name, budget_s=opts.budget_s,
                       description=clean_text(opts.description).strip(), runs_dir=opts.runs_dir, hardware=hw,
                       calibrate=opts.calibrate, baselines_path=baselines_path, verified=opts.verified,
@@ -123,7 +125,15 @@ def _seed_loop(train_py: Path, opts: SeedOptions, n: int, on_event: Event, hw: H
 def _on_member(one: Any, i: int, base: RunOptions, pool: DevicePool, slot: Slot) -> RunRecord | None:
     """One seed on the pool member `slot`: its device, its CPUs, and the pool's stop for Ctrl-C."""
     return one(i, dataclasses.replace(base, hardware=slot.hardware, cpuset=slot.cpuset,
-                                      shared_host=pool.plan.shared_host, abort=pool.stop))
+                                      shared_host=pool.plan.shared_host, abort=pool.stop, leased=True))
+
+
+def pool_budget(opts: SeedOptions, pool: DevicePool) -> SeedOptions:
+    """opts with the budget decided once for every candidate of a pool, before any of them runs: a class
+    without a table peak is calibrated on an idle machine, not beside the pool's runs."""
+    plan = decide_budget(RunOptions(benchmark=opts.benchmark, budget_s=opts.budget_s, calibrate=opts.calibrate),
+                         pool.plan.slots[0].hardware)
+    return dataclasses.replace(opts, budget_plan=plan)
 
 
 def salvage(records: list[RunRecord], results_dir: Path | None, why: str) -> None:

@@ -11,6 +11,7 @@ says that it was cut short.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -67,10 +68,12 @@ class DevicePool:
         if not jobs:
             return results
 
+        failed = threading.Event()  # this call's own: one job's error ends its siblings, not the pool's others
+
         def one(i: int) -> None:
             try:
                 with self.member() as slot:
-                    if not self.stop.is_set():
+                    if not self.stop.is_set() and not failed.is_set():
                         results[i] = jobs[i](slot)
             except LeaseAborted:
                 pass
@@ -79,17 +82,21 @@ class DevicePool:
                                 thread_name_prefix="harness-pool") as ex:
             pending: set[Future] = {ex.submit(one, i) for i in range(len(jobs))}
             error: BaseException | None = None
+            interrupts = 0
             while pending:
                 try:
                     done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 except KeyboardInterrupt:  # stop everything; keep waiting for the runs to write their records
                     self.interrupted = True
                     self.stop.set()
+                    interrupts += 1
+                    if interrupts >= 3:  # the user insists: the caller salvages what is held
+                        raise
                     continue
                 for f in done:
                     if f.exception() is not None and error is None:  # a job's own error, not a run's failure
                         error = f.exception()
-                        self.stop.set()
+                        failed.set()
         if error is not None:
             raise error
         return results
@@ -110,26 +117,69 @@ def run_threads(jobs: Sequence[Callable[[], T]], stop: threading.Event) -> list[
     threads = [threading.Thread(target=one, args=(i,), name=f"harness-job-{i}", daemon=True) for i in range(len(jobs))]
     for t in threads:
         t.start()
+    interrupts = 0
     for t in threads:
         while t.is_alive():
             try:
                 t.join(POLL_S)
             except KeyboardInterrupt:
                 stop.set()
+                interrupts += 1
+                if interrupts >= 3:  # the user insists; held runs are recorded by the next harness command
+                    raise
     return results
 
 
 def _lease_all(slot: Slot, folder: Path) -> list[Lease] | None:
-    """Every lock of the member, or none of them."""
+    """Every lock of the member, or none of them (whatever goes wrong half-way)."""
     taken: list[Lease] = []
-    for key in slot.keys:
-        lease = try_lease(key, folder)
-        if lease is None:
-            for held in taken:
-                held.release()
-            return None
-        taken.append(lease)
-    return taken
+    try:
+        for key in slot.keys:
+            lease = try_lease(key, folder)
+            if lease is None:
+                break
+            taken.append(lease)
+        else:
+            return taken
+    except BaseException:
+        for held in taken:
+            held.release()
+        raise
+    for held in taken:
+        held.release()
+    return None
+
+
+def run_keys(hw: HardwareContext, cpuset: str | None) -> tuple[str, ...]:
+    """The locks one run takes: its GPU, or (a run on the CPU) its CPUs, every CPU of this process's
+    when it was not pinned: a CPU run has the host, and no pool member may run beside it."""
+    if hw.gpu is not None:
+        return (hw.gpu.uuid,)
+    cpus = cpuset.split(",") if cpuset else [str(c) for c in sorted(os.sched_getaffinity(0))]
+    return tuple(f"cpu{c}" for c in cpus)
+
+
+@contextmanager
+def run_lease(hw: HardwareContext, cpuset: str | None, on_wait: Callable[[str], None],
+              stop: threading.Event | None = None, lease_dir: Path | None = None) -> Iterator[None]:
+    """A run outside a pool takes its device's lease too, waiting while another harness process (a pool's
+    run, or another plain run) holds it: so no two runs of this machine ever share a GPU, and no run on
+    the CPU shares the host unflagged. LeaseAborted when `stop` is set while waiting."""
+    folder = Path(lease_dir or paths.state_dir() / "leases")
+    slot = Slot("this run's device", run_keys(hw, cpuset), hw)
+    leases = _lease_all(slot, folder)
+    if leases is None:
+        on_wait(f"waiting for {', '.join(slot.keys)}: another harness process on this machine holds "
+                f"{'it' if len(slot.keys) == 1 else 'them'} (leases in {folder})")
+        while leases is None:
+            if (stop or threading.Event()).wait(POLL_S):
+                raise LeaseAborted("stopped while waiting for a free device")
+            leases = _lease_all(slot, folder)
+    try:
+        yield
+    finally:
+        for lease in leases:
+            lease.release()
 
 
 def open_pool(parallel: str | int | None, gpus: str | None, backend: Any, hw: HardwareContext,

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from harness import contract, paths
 from harness.data import cache_info
+from harness.fixedcode import file_sha256
 from harness.pipeline import finish
 from harness.pipeline.remote import RemoteRun
 from harness.pipeline.request import RunError, new_run_id
@@ -61,6 +62,7 @@ class SlurmBackend:
             options = load_slurm_options()
         self.options = options
         self.isolated = self.options.node_backend != "local"
+        self._sent: dict[str, str] = {}  # run id -> sha256 of the train.py its job was given
 
     # -- set-up -------------------------------------------------------------------------------------
     def check(self) -> Path:
@@ -94,13 +96,16 @@ class SlurmBackend:
         for key in ("partition", "account", "qos", "gres", "cpus_per_task", "mem"):
             if getattr(o, key) is not None:
                 params[key] = getattr(o, key)
+        wanted = [math.ceil(r.benchmark.limits.cpus) for r in runs if r.benchmark.limits.cpus]
+        if o.cpus_per_task is None and wanted:  # the CPUs a run's container may use (benchmarks.yaml limits.cpus)
+            params["cpus_per_task"] = max(wanted)
         if o.gpus:
             params["gpus_per_node"] = o.gpus
         if o.setup:
             params["setup"] = list(o.setup)
-        extra = sbatch_parameters(o.sbatch)
-        if extra:
-            params["additional_parameters"] = extra
+        # Never Slurm's own requeue: a rerun of the same spec would find its run folder taken; the harness
+        # retries a lost run itself (requeue), under a new run id, and the lost attempt keeps its record.
+        params["additional_parameters"] = {"no_requeue": True, **sbatch_parameters(o.sbatch)}
         ex.update_parameters(**params)
         return ex
 
@@ -118,13 +123,15 @@ class SlurmBackend:
         retried: set[int] = set()
         pending = dict(enumerate(jobs))
         cancelled_at: float | None = None
+        interrupts = 0
         while pending:
             try:
+                states = _states(list(pending.values()))
                 for i, job in list(pending.items()):
-                    state = _state(job)
-                    if state not in FINAL and not (cancelled_at and time.time() - cancelled_at > CANCEL_GRACE_S):
+                    state = states.get(str(job.job_id), "UNKNOWN")
+                    late = cancelled_at is not None and time.time() - cancelled_at > CANCEL_GRACE_S
+                    if state not in FINAL and not late:
                         continue
-                    del pending[i]
                     if state in LOST and self.options.requeue and i not in retried and cancelled_at is None:
                         retried.add(i)
                         self._keep_lost(shared, runs[i], job, state)
@@ -133,12 +140,16 @@ class SlurmBackend:
                         on_event("note", f"run {runs[i].run_id}: requeued as Slurm job {pending[i].job_id} "
                                          f"after {state}")
                         continue
-                    records[i] = self._record(shared, runs[i], job, state, cancelled=cancelled_at is not None)
+                    records[i] = self._record(shared, runs[i], job, state, cancelled_at)
                     finish.hold(records[i])
+                    del pending[i]  # only now: a second Ctrl-C before this still finds the run pending
                     on_event("end", records[i])
                 if pending:
                     time.sleep(self.options.poll_s)
             except KeyboardInterrupt:  # stop everything; each job still ends with its record
+                interrupts += 1
+                if interrupts >= 3:  # the user insists: what is recorded stands, the jobs are cancelled
+                    raise
                 if cancelled_at is None:
                     cancelled_at = time.time()
                     on_event("note", f"cancelling {len(pending)} Slurm job(s)")
@@ -163,30 +174,59 @@ class SlurmBackend:
         inputs.mkdir(parents=True, exist_ok=True)
         candidate = inputs / contract.RUN_TRAIN_PY
         shutil.copyfile(run.train_py, candidate)  # the job reads this copy: the original may change meanwhile
+        self._sent[run.run_id] = file_sha256(candidate)  # what the job's record must name
         return {"benchmark": run.benchmark.name, "benchmarks_file": str(paths.benchmarks_file()),
                 "data_dir": str(cache_info(run.benchmark).data_dir), "train_py": str(candidate),
                 "runs_dir": str(shared / "runs"), "run_id": run.run_id, "backend": self.options.node_backend,
                 "budget_s": run.budget_s, "seed": run.seed, "verified": run.verified, "calibrate": run.calibrate,
                 "description": run.description, "origin": run.origin, "runtime": self.runtime}
 
-    def _record(self, shared: Path, run: RemoteRun, job: Any, state: str, cancelled: bool) -> RunRecord:
+    def _record(self, shared: Path, run: RemoteRun, job: Any, state: str, cancelled_at: float | None) -> RunRecord:
         run_dir = shared / "runs" / run.run_id
         result = run_dir / contract.RUN_RESULT
+        cancelled = cancelled_at is not None
         if state == "CANCELLED" or cancelled:  # the job's harness records its run aborted within KillWait
-            deadline = time.time() + ABORT_GRACE_S
+            deadline = (cancelled_at or time.time()) + ABORT_GRACE_S  # one grace for all: Ctrl-C stays quick
             while not result.is_file() and time.time() < deadline:
                 time.sleep(0.5)
         if state not in LOST and result.is_file():
             try:
-                return RunRecord.from_dict(_checked(json.loads(result.read_text())))
+                record = RunRecord.from_dict(_checked(json.loads(result.read_text())))
+                self._cross_check(record, run, shared)
+                return record
             except (OSError, ValueError) as e:
-                return self._failed(shared, run, job, "infra_error", f"the job's record cannot be read: {e}")
+                return self._failed(shared, run, job, "infra_error", f"the job's record cannot be trusted: {e}")
         if state == "CANCELLED" or cancelled:
             return self._failed(shared, run, job, "aborted", f"Slurm job {job.job_id} was cancelled ({state})")
         why = slurm_reason(job.job_id) or "no reason given"
         if state == "FAILED":  # the job's harness itself failed: its exception says why
             why = _job_error(job) or why
         return self._failed(shared, run, job, "infra_error", f"Slurm job {job.job_id} ended {state}: {why}")
+
+    def _cross_check(self, record: RunRecord, run: RemoteRun, shared: Path) -> None:
+        """The record the job wrote must be the run this host asked for, made the way it asked: ValueError
+        otherwise (a record is believed only for what the submitting host can check)."""
+        expected = {
+            "run_id": run.run_id,
+            "submission sha256": self._sent.get(run.run_id),
+            "benchmark": run.benchmark.name,
+            "backend": self.options.node_backend,
+            "isolated": self.options.node_backend != "local",
+            "scheduler": "slurm",
+        }
+        found = {
+            "run_id": record.run_id,
+            "submission sha256": record.provenance.get("submission", {}).get("sha256"),
+            "benchmark": record.provenance.get("benchmark", {}).get("name"),
+            "backend": record.backend,
+            "isolated": record.isolated,
+            "scheduler": (record.provenance.get("placement") or {}).get("scheduler"),
+        }
+        wrong = [f"{k} {found[k]!r}, not {v!r}" for k, v in expected.items() if found[k] != v]
+        if run.budget_s is not None and abs(record.budget_s - run.budget_s) > 1e-6:
+            wrong.append(f"budget {record.budget_s:g} s, not {run.budget_s:g} s")
+        if wrong:
+            raise ValueError("; ".join(wrong))
 
     def _keep_lost(self, shared: Path, run: RemoteRun, job: Any, state: str) -> None:
         """The attempt a requeue replaces keeps its own record in the store (nothing is lost)."""
@@ -257,14 +297,37 @@ def _job_error(job: Any) -> str | None:
     return " ".join(str(e).strip().splitlines()[-3:])[-500:] if e is not None else None
 
 
-def _state(job: Any) -> str:
-    """The job's Slurm state now (sacct, forced: submitit asks less and less often as a job ages), word one
-    ("CANCELLED by 0" -> "CANCELLED"); UNKNOWN while Slurm is unsure."""
+def _states(jobs: list[Any]) -> dict[str, str]:
+    """Each job's Slurm state now, by job id, word one ("CANCELLED by 0" -> "CANCELLED"): one sacct call for
+    all (forced: submitit asks less and less often as a job ages), scontrol for a job sacct does not know
+    yet or at all (no accounting); UNKNOWN while Slurm is unsure."""
+    out: dict[str, str] = {}
+    if jobs:
+        try:
+            jobs[0].watcher.update()  # one sacct for every job registered with this watcher
+        except Exception:  # noqa: BLE001 - a slow or restarting slurmctld: ask again at the next poll
+            pass
+    for job in jobs:
+        try:
+            state = job.get_info(mode="cache").get("State")
+        except Exception:  # noqa: BLE001
+            state = None
+        if not state or str(state).upper().startswith("UNKNOWN"):
+            state = _scontrol_state(str(job.job_id))
+        out[str(job.job_id)] = str(state).split()[0].upper() if state else "UNKNOWN"
+    return out
+
+
+def _scontrol_state(job_id: str) -> str | None:
     try:
-        state = job.get_info(mode="force").get("State") or job.state
-        return str(state).split()[0].upper() if state else "UNKNOWN"
-    except Exception:  # noqa: BLE001 - a slow or restarting slurmctld: ask again at the next poll
-        return "UNKNOWN"
+        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for word in out.split():
+        if word.startswith("JobState="):
+            return word.split("=", 1)[1]
+    return None
 
 
 def slurm_reason(job_id: str) -> str | None:

@@ -8,7 +8,8 @@ file (--slurm-config FILE, else $HARNESS_CONFIG_DIR or $XDG_CONFIG_HOME/harness/
     qos = "normal"
     gpus = 1                         # per job (sbatch --gpus); 0 on a CPU cluster
     gres = "gpu:1"                   # or a gres string instead of gpus
-    cpus_per_task = 8
+    cpus_per_task = 8                # default: the benchmark's limits.cpus; the run's containers are
+                                     # pinned to the CPUs Slurm binds the job to (task/affinity, task/cgroup)
     mem = "64G"
     time_margin_s = 600              # the job's time limit: the run's hard timeout + evaluation + this
     node_backend = "docker"          # or "local" (a process on the node: every record says unisolated)
@@ -28,6 +29,13 @@ from pathlib import Path
 from typing import Any
 
 NODE_BACKENDS = ("docker", "local")
+# sbatch options the command line may add (the config file, the operator's, may add any): placement and
+# resources only. Never --export, --chdir, --output, --uid ...: they would let whoever calls the harness
+# choose what runs on the node beside the run, or where the job writes.
+CLI_SBATCH = frozenset({
+    "constraint", "exclude", "nodelist", "reservation", "exclusive", "mem", "mem-per-cpu", "mem-per-gpu", "gres",
+    "gpus", "gpus-per-node", "gpus-per-task", "cpus-per-gpu", "cpus-per-task", "time-min", "nice", "licenses",
+    "comment", "begin", "deadline", "hint", "partition", "account", "qos"})
 
 
 class SlurmConfigError(ValueError):
@@ -72,12 +80,22 @@ def load_slurm_options(path: Path | None = None, **overrides: Any) -> SlurmOptio
     if path is not None or source.is_file():
         opts = _from_file(source)
     given = {k: v for k, v in overrides.items() if v is not None and v != () and v != []}
+    for opt in given.get("sbatch", ()):
+        name = opt.lstrip("-").partition("=")[0]
+        if name not in CLI_SBATCH:
+            raise SlurmConfigError(f"--sbatch {opt}: not an option the command line may add (placement and "
+                                   f"resources only: {', '.join(sorted(CLI_SBATCH))}); an operator can put "
+                                   "other options in the [slurm] sbatch list of the config file")
     for key in ("sbatch", "setup"):
         if key in given:
             given[key] = tuple(getattr(opts, key)) + tuple(given[key])
     if "shared_dir" in given:
         given["shared_dir"] = Path(given["shared_dir"])
     opts = replace(opts, **given)
+    for value in (*opts.sbatch, *opts.setup, *(str(getattr(opts, k) or "") for k in ("partition", "account", "qos",
+                                                                                     "gres", "mem"))):
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):  # a newline would end an #SBATCH line
+            raise SlurmConfigError(f"{value!r}: control characters are not allowed in a Slurm setting")
     if opts.node_backend not in NODE_BACKENDS:
         raise SlurmConfigError(f"node_backend {opts.node_backend!r}: use one of {', '.join(NODE_BACKENDS)}")
     return opts

@@ -30,6 +30,22 @@ def job_id() -> str | None:
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
+def job_cpus() -> str | None:
+    """The CPUs Slurm bound this job to (task/affinity or task/cgroup), when fewer than the node's: the run's
+    containers are pinned to them too (dockerd starts containers outside the job, so they would not
+    inherit the binding and would take CPUs other jobs were given). None: not bound."""
+    mine = sorted(os.sched_getaffinity(0))
+    return ",".join(map(str, mine)) if len(mine) < (os.cpu_count() or len(mine)) else None
+
+
+def job_gpu() -> str | None:
+    """The GPU Slurm gave this job (SLURM_JOB_GPUS: node-wide indices), the first when it has several (a
+    run uses one); None without one, and the pipeline takes the node's first. dockerd starts containers
+    outside the job's cgroup, so the run is given this GPU by its UUID explicitly."""
+    gpus = [g for g in os.environ.get("SLURM_JOB_GPUS", "").split(",") if g.strip()]
+    return gpus[0].strip() if gpus else None
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -46,7 +62,7 @@ def run_on_node(spec: dict[str, Any]) -> dict[str, Any]:
                       data_dir=Path(spec["data_dir"]) if spec.get("data_dir") else None,
                       calibrate=spec.get("calibrate", True), verified=spec.get("verified", True),
                       runtime=spec.get("runtime"), origin=spec.get("origin"), run_id=spec["run_id"],
-                      scheduler={"name": "slurm", "job_id": job_id() or ""})
+                      scheduler={"name": "slurm", "job_id": job_id() or ""}, cpuset=job_cpus(), gpu=job_gpu())
     record = execute_run(Path(spec["train_py"]), opts, write=False)
     run_dir = Path(record.log_path).parent
     if not (run_dir / SETTLED).exists():  # run_dir/result.json (never a store here: the submitter decides)
