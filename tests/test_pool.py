@@ -233,3 +233,27 @@ def test_the_local_backend_gives_a_run_only_the_gpu_it_was_given(tmp_path, tiny_
                          gpu_uuids=uuids)
         LocalBackend().execute(req, lines.append)
     assert "cvd='GPU-abc'" in lines and "cvd=''" in lines
+
+
+def test_ctrl_c_on_a_pool_aborts_every_running_run_each_with_its_record(tiny_cache, isolated_dirs):
+    runs = isolated_dirs / "runs"
+    second = isolated_dirs / "b.py"
+    second.write_text(TOY.read_text().replace("lr=0.05", "lr=0.04"))
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tiny_cache.data_dir.parent), "HARNESS_RUNS_DIR": str(runs),
+           "HARNESS_RESULTS": str(isolated_dirs / "results"), "HARNESS_STATE_DIR": str(isolated_dirs / "state"),
+           "HARNESS_BASELINES": str(isolated_dirs / "b.json")}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "submit", str(TOY), str(second), "--budget", "60",
+                             "--seeds", "1", "--backend", "local", "--no-calibrate", "--parallel", "2", "--json"],
+                            cwd=isolated_dirs, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and sum("progress" in p.read_text() for p in runs.glob("*/log.txt")) < 2:
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    subs = json.loads(out)["submissions"]
+    assert all("records" in s for s in subs), subs
+    records = [json.loads(Path(p).read_text()) for s in subs for p in s["records"]]
+    assert len(records) == 2 and all(r["status"] == "aborted" for r in records), [r["status"] for r in records]
+    assert all(s["decision"] == "discard" and "aborted" in s["reason"] for s in subs)
+    assert not list(runs.glob("*/journal.json"))  # every run's record written, none left to recover

@@ -105,8 +105,10 @@ class DevicePool:
 def run_threads(jobs: Sequence[Callable[[], T]], stop: threading.Event) -> list[T | BaseException]:
     """Each job in a thread of its own (candidates of one submit, each spreading its seeds over a pool);
     Ctrl-C in the calling thread sets `stop` and keeps waiting for the jobs, which end their runs as
-    aborted. A job's exception is returned in its place."""
+    aborted (a third Ctrl-C stops waiting). A job's exception is returned in its place."""
     results: list[T | BaseException] = [RuntimeError("not run")] * len(jobs)
+    if not jobs:
+        return results
 
     def one(i: int) -> None:
         try:
@@ -114,14 +116,14 @@ def run_threads(jobs: Sequence[Callable[[], T]], stop: threading.Event) -> list[
         except BaseException as e:  # noqa: BLE001 - handed back to the caller in the job's place
             results[i] = e
 
-    threads = [threading.Thread(target=one, args=(i,), name=f"harness-job-{i}", daemon=True) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
     interrupts = 0
-    for t in threads:
-        while t.is_alive():
+    # Waited for with futures, not Thread.join: a join that Ctrl-C interrupts can leave the thread looking
+    # finished while it still runs (CPython before 3.13).
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="harness-job") as ex:
+        pending: set[Future] = {ex.submit(one, i) for i in range(len(jobs))}
+        while pending:
             try:
-                t.join(POLL_S)
+                _done, pending = wait(pending, timeout=POLL_S)
             except KeyboardInterrupt:
                 stop.set()
                 interrupts += 1
