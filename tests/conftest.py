@@ -23,9 +23,9 @@ os.environ.setdefault("HARNESS_STATE_DIR", tempfile.mkdtemp(prefix="harness-test
 
 # The longest files first. `make test` runs two workers that take whole files (--dist loadfile) in this
 # order: a long file started last would end the suite alone while the other worker idles.
-SLOW_FIRST = ("test_submit_seeds.py", "test_ci.py", "test_clock.py", "test_exchange.py", "test_submit.py",
+SLOW_FIRST = ("test_slurm.py", "test_submit_seeds.py", "test_ci.py", "test_clock.py", "test_exchange.py", "test_submit.py",
               "test_cli_commands.py", "test_eval_attacks.py", "test_docker_verified.py", "test_verified_eval.py",
-              "test_submit_tsv.py", "test_run_local.py", "test_baseline.py")
+              "test_submit_tsv.py", "test_run_local.py", "test_baseline.py", "test_pool.py")
 
 
 def pytest_collection_modifyitems(items):
