@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 MAX_LINE_BYTES = 64 * 1024  # a longer line (or endless bytes without a newline) is split
 
@@ -126,3 +127,21 @@ class LogSink:
 
 def _decode(line: bytes) -> str:
     return line.rstrip(b"\n").rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def deliver_lines(sink: LogSink, on_line: Any, on_error: Any, final: bool = False) -> None:
+    """Hand every queued line of the run to on_line (final: close the sink first, so its last lines are
+    in). A display that breaks does not stop the run: on_error gets what it raised; Ctrl-C passes."""
+    if final:
+        sink.close()
+    while True:
+        try:
+            line = sink.lines.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            on_line(line)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - the caller's display broke; the run goes on
+            on_error(e)

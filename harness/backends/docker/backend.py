@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import re
 import secrets
 import shutil
@@ -69,7 +68,7 @@ from harness.backends.docker.runtimes import RuntimeMissing, pick_runtime
 from harness.backends.docker.spec import DEFAULT_UID, LABEL, LABEL_RUN_ID, candidate_path, container_spec, out_dir
 from harness.backends.docker.streams import Reader, Waiter
 from harness.backends.host import OnThisHost
-from harness.backends.logsink import LogSink
+from harness.backends.logsink import LogSink, deliver_lines
 
 DEFAULT_IMAGE = "harness-cpu:latest"
 LOG_NAME = contract.RUN_LOG
@@ -426,20 +425,11 @@ class DockerBackend(OnThisHost):
                 raise
 
     def _deliver(self, sink: LogSink, on_line: LineCallback, st: _State, final: bool = False) -> None:
-        if final:
-            sink.close()
-        while True:
-            try:
-                line = sink.lines.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                on_line(line)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - the caller's display broke; the run goes on
-                if st.infra_error is None:
-                    st.infra_error = f"harness error in the line callback: {e!r}"
+        def broke(e: Exception) -> None:
+            if st.infra_error is None:
+                st.infra_error = f"harness error in the line callback: {e!r}"
+
+        deliver_lines(sink, on_line, broke, final)
 
     def _cleanup(self, container: Any, created: bool, request: RunRequest, st: _State) -> None:
         """Kill and remove the container, whatever happened; survive a second Ctrl-C.

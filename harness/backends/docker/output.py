@@ -231,6 +231,38 @@ def dir_usage(path: Path, stop_above: int | None = None) -> int:
     return total
 
 
+def read_copy(chunks: Any, limit: int, out: Path, limits: Any, sink: LogSink,
+              seen_full: bool) -> tuple[Any, list[str], bool]:
+    """Unpack a copy_command's stream (demuxed (stdout, stderr) chunks) into `out`, checked, capped and
+    noted in the log; (the extract report, tar's other error lines, whether /out was full). Shared by
+    every backend that copies /out out of a container (docker's exec, a Kubernetes pod's)."""
+    cap, max_entries = size_bytes(limits.output), out_max_entries(limits)
+    src = ChunkStream(iter(chunks), limit=limit)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = extract_output(src, out, cap, max_entries)
+    try:
+        src.drain()  # to the end (at most `limit` bytes): the exec ends, tar's last words are in
+    except TooMuch as e:
+        rep.over = rep.over or str(e)
+    errors = bytes(src.stderr).decode("utf-8", "replace").splitlines()
+    full = seen_full  # the keeper saw it full during the run
+    fields = errors[0].split() if errors else []
+    if len(fields) == 5 and all(f.isdigit() for f in fields):
+        _bsize, blocks, bfree, files, ffree = map(int, fields)
+        full = full or (blocks > 0 and bfree == 0) or (files > 0 and ffree == 0)
+        errors = errors[1:]
+    if rep.over or full:
+        sink.note(f"[harness] the output directory reached its limit of {limits.output} "
+                  f"(writes past it failed with ENOSPC{'; copy stopped: ' + rep.over if rep.over else ''}); "
+                  f"{rep.bytes} bytes in {rep.files} files copied to {out}")
+    if rep.skipped:
+        sink.note(f"[harness] copying /out: skipped {rep.skipped} entries that are not plain files or "
+                  f"directories: {', '.join(rep.skipped_names)}")
+    if rep.error:
+        sink.note(f"[harness] copying /out: {rep.error}")
+    return rep, errors, full
+
+
 @dataclasses.dataclass
 class CopyOut:
     """What copy_out() did: bytes copied to run_dir/out, and whether /out reached its limit."""
@@ -253,28 +285,7 @@ def copy_out(request: RunRequest, client: Any, container: Any, uid: int, sink: L
     exec_id = client.api.exec_create(container.id, copy_command(limit), user=f"{uid}:{uid}", stdout=True,
                                      stderr=True, workdir="/")["Id"]
     chunks = client.api.exec_start(exec_id, stream=True, demux=True)
-    src = ChunkStream(iter(chunks), limit=limit)
-    rep = extract_output(src, out_dir(request), cap, max_entries)
-    try:
-        src.drain()  # to the end (at most `limit` bytes): the exec ends, tar's last words are in
-    except TooMuch as e:
-        rep.over = rep.over or str(e)
-    errors = bytes(src.stderr).decode("utf-8", "replace").splitlines()
-    full = seen_full  # the keeper saw it full during the run
-    fields = errors[0].split() if errors else []
-    if len(fields) == 5 and all(f.isdigit() for f in fields):
-        _bsize, blocks, bfree, files, ffree = map(int, fields)
-        full = full or (blocks > 0 and bfree == 0) or (files > 0 and ffree == 0)
-        errors = errors[1:]
-    if rep.over or full:
-        sink.note(f"[harness] the output directory reached its limit of {limits.output} "
-                  f"(writes past it failed with ENOSPC{'; copy stopped: ' + rep.over if rep.over else ''}); "
-                  f"{rep.bytes} bytes in {rep.files} files copied to {out_dir(request)}")
-    if rep.skipped:
-        sink.note(f"[harness] copying /out: skipped {rep.skipped} entries that are not plain files or "
-                  f"directories: {', '.join(rep.skipped_names)}")
-    if rep.error:
-        sink.note(f"[harness] copying /out: {rep.error}")
+    rep, errors, full = read_copy(chunks, limit, out_dir(request), limits, sink, seen_full)
     if errors and rep.over is None:
         try:
             code = client.api.exec_inspect(exec_id).get("ExitCode")

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import secrets
 import threading
 import time
@@ -64,7 +63,7 @@ from harness.backends.k8s.manifests import (COLLECT_CONTAINER, RUN_CONTAINER, K8
                                             ManifestError, RunManifests, VolumeMap, parse_volume_maps,
                                             run_manifests, run_selector, to_model)
 from harness.backends.k8s.stream import LogReader, copy_out
-from harness.backends.logsink import LogSink
+from harness.backends.logsink import LogSink, deliver_lines
 
 DEFAULT_IMAGE = "harness-cpu:latest"
 LOG_NAME = contract.RUN_LOG
@@ -393,20 +392,11 @@ class K8sBackend:
             time.sleep(min(TICK_S, left))
 
     def _deliver(self, sink: LogSink, on_line: LineCallback, st: _State, final: bool = False) -> None:
-        if final:
-            sink.close()
-        while True:
-            try:
-                line = sink.lines.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                on_line(line)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - the caller's display broke; the run goes on
-                if st.infra_error is None:
-                    st.infra_error = f"harness error in the line callback: {e!r}"
+        def broke(e: Exception) -> None:
+            if st.infra_error is None:
+                st.infra_error = f"harness error in the line callback: {e!r}"
+
+        deliver_lines(sink, on_line, broke, final)
 
     def _cleanup(self, api: K8sApi | None, made: list[tuple[str, str]], request: RunRequest, st: _State) -> None:
         """Delete what was made for the run, whatever happened: the Job (and its pod), then the ConfigMap,

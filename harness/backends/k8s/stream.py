@@ -17,14 +17,13 @@ nothing in it: regular files and directories only, at most limits.output bytes a
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 from typing import Any
 
 from harness.backends.base import RunRequest
 from harness.backends.docker.keeper import KEEPER_MARK
-from harness.backends.docker.output import ChunkStream, TooMuch, copy_command, extract_output
+from harness.backends.docker.output import CopyOut, copy_command, read_copy
 from harness.backends.docker.spec import out_dir, out_max_entries
 from harness.backends.logsink import LogSink
 from harness.benchmarks import size_bytes
@@ -125,47 +124,14 @@ class LogReader(threading.Thread):
                     pass
 
 
-@dataclasses.dataclass
-class CopyOut:
-    """What copy_out() did: bytes copied to run_dir/out, and whether /out reached its limit."""
-
-    bytes: int
-    limit_reached: bool
-
-
 def copy_out(api: Any, pod: str, namespace: str, container: str, request: RunRequest, sink: LogSink,
              seen_full: bool = False) -> CopyOut:
     """/out of the (ended) run, through the collect container, into run_dir/out; notes in the log.
     API trouble raises (the caller records it)."""
     limits = request.benchmark.limits
-    cap = size_bytes(limits.output)
-    max_entries = out_max_entries(limits)
-    limit = cap + (max_entries + 8) * 1536 + (1 << 20)  # as docker's copy_out: data, headers, records
+    limit = size_bytes(limits.output) + (out_max_entries(limits) + 8) * 1536 + (1 << 20)  # as docker's copy_out
     chunks = api.exec_stream(pod, namespace, container, copy_command(limit))
-    src = ChunkStream(iter(chunks), limit=limit)
-    out = out_dir(request)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = extract_output(src, out, cap, max_entries)
-    try:
-        src.drain()
-    except TooMuch as e:
-        rep.over = rep.over or str(e)
-    errors = bytes(src.stderr).decode("utf-8", "replace").splitlines()
-    full = seen_full
-    fields = errors[0].split() if errors else []
-    if len(fields) == 5 and all(f.isdigit() for f in fields):
-        _bsize, blocks, bfree, files, ffree = map(int, fields)
-        full = full or (blocks > 0 and bfree == 0) or (files > 0 and ffree == 0)
-        errors = errors[1:]
-    if rep.over or full:
-        sink.note(f"[harness] the output directory reached its limit of {limits.output} "
-                  f"(writes past it failed with ENOSPC{'; copy stopped: ' + rep.over if rep.over else ''}); "
-                  f"{rep.bytes} bytes in {rep.files} files copied to {out}")
-    if rep.skipped:
-        sink.note(f"[harness] copying /out: skipped {rep.skipped} entries that are not plain files or "
-                  f"directories: {', '.join(rep.skipped_names)}")
-    if rep.error:
-        sink.note(f"[harness] copying /out: {rep.error}")
+    rep, errors, full = read_copy(chunks, limit, out_dir(request), limits, sink, seen_full)
     if errors and rep.over is None:
         sink.note(f"[harness] copying /out: {' / '.join(errors)[:300]}")
     return CopyOut(bytes=rep.bytes, limit_reached=bool(rep.over or full))
