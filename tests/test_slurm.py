@@ -204,7 +204,7 @@ def test_a_node_that_dies_under_a_run_ends_infra_error_with_slurms_reason(cluste
 def test_requeue_runs_a_lost_run_once_more_and_the_lost_attempt_keeps_its_record(cluster):
     result: dict = {}
     t = threading.Thread(target=lambda: result.update(
-        proc=_submit(cluster, str(TOY), "--budget", "30", "--requeue", "--results", str(cluster.parent / "results"))))
+        proc=_submit(cluster, str(TOY), "--budget", "8", "--requeue", "--results", str(cluster.parent / "results"))))
     t.start()
     try:
         job, run_dir = _job_of(cluster)
