@@ -253,16 +253,19 @@ def test_a_record_in_the_shared_folder_is_believed_only_for_the_run_asked_for(tm
     class Job:
         job_id = "7_0"
 
+    run = RemoteRun(TOY, bench, budget_s=1, calibrate=False)
+    spec = backend._spec(shared, run)
+    record = execute_run(Path(spec["train_py"]), RunOptions(
+        benchmark=bench, backend="local", budget_s=1, calibrate=False, runs_dir=shared / "runs", run_id=run.run_id,
+        scheduler={"name": "slurm", "job_id": "7_0"}), write=True)  # what the job writes on its node
+    path = Path(record.log_path).parent / "result.json"
+    written = path.read_text()
+
     def run_as_job(edit) -> dict:
-        run = RemoteRun(TOY, bench, budget_s=1, calibrate=False)
-        spec = backend._spec(shared, run)
-        record = execute_run(Path(spec["train_py"]), RunOptions(
-            benchmark=bench, backend="local", budget_s=1, calibrate=False, runs_dir=shared / "runs", run_id=run.run_id,
-            scheduler={"name": "slurm", "job_id": "7_0"}), write=True)
-        path = Path(record.log_path).parent / "result.json"
-        doc = json.loads(path.read_text())
+        doc = json.loads(written)
         edit(doc)
         path.write_text(json.dumps(doc))
+        (path.parent / "settled").unlink(missing_ok=True)
         return backend._record(shared, run, Job(), "COMPLETED", None).to_dict()
 
     honest = run_as_job(lambda d: None)
