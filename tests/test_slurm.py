@@ -274,3 +274,6 @@ def test_a_record_in_the_shared_folder_is_believed_only_for_the_run_asked_for(tm
     assert forged["status"] == "infra_error" and "backend 'docker', not 'local'" in forged["reason"]
     other = run_as_job(lambda d: d["provenance"]["submission"].update(sha256="0" * 64))
     assert other["status"] == "infra_error" and "submission sha256" in other["reason"]
+    path.write_text(written)  # an honest-looking record beside a job whose harness failed is not its word
+    failed = backend._record(shared, run, Job(), "FAILED", None).to_dict()
+    assert failed["status"] == "infra_error" and "ended FAILED" in failed["reason"]

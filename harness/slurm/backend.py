@@ -7,7 +7,8 @@ waited for, and each run's record read back from the shared folder.
 A job's run executes the whole pipeline on its node (harness/slurm/node.py), so its record says what that
 node's hardware and NVML said, and where it ran (provenance.placement: node, job id). Here:
 
-    COMPLETED with result.json      the node's record, as it wrote it (checked against the schema)
+    COMPLETED with result.json      the node's record, as it wrote it (checked against the schema and
+                                    against what this host asked for)
     CANCELLED (scancel, Ctrl-C)     aborted: the node's own aborted record when it wrote one
     NODE_FAIL, PREEMPTED, BOOT_FAIL,
     TIMEOUT, OUT_OF_MEMORY, FAILED  infra_error with Slurm's state and reason; with requeue a lost or
@@ -189,7 +190,9 @@ class SlurmBackend:
             deadline = (cancelled_at or time.time()) + ABORT_GRACE_S  # one grace for all: Ctrl-C stays quick
             while not result.is_file() and time.time() < deadline:
                 time.sleep(0.5)
-        if state not in LOST and result.is_file():
+        # Only a job that ended by itself, or was cancelled, can have written its record: a result.json
+        # beside a FAILED or lost job is not the job's word (its harness never got that far), whoever wrote it.
+        if state in ("COMPLETED", "CANCELLED") and result.is_file():
             try:
                 record = RunRecord.from_dict(_checked(json.loads(result.read_text())))
                 self._cross_check(record, run, shared)
