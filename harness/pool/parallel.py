@@ -5,15 +5,15 @@
 
 Ctrl-C (or SIGTERM made KeyboardInterrupt) in the calling thread sets `pool.stop`: waiting jobs give up
 (LeaseAborted, no run), running ones see it through RunOptions.abort and end `aborted`, each with its
-record; map returns what finished, in job order (None for a job that never ran), and pool.interrupted
-says that it was cut short.
+record; map returns what finished, in job order (None for a job that never ran).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -33,7 +33,6 @@ class DevicePool:
         self.plan = plan
         self.lease_dir = Path(lease_dir)
         self.stop = threading.Event()  # set on Ctrl-C: no new run starts, running ones are aborted
-        self.interrupted = False
         self._free = threading.Condition()
 
     @property
@@ -63,43 +62,29 @@ class DevicePool:
         raise LeaseAborted("stopped while waiting for a free device")
 
     def map(self, jobs: Sequence[Callable[[Slot], T]]) -> list[T | None]:
-        """Every job on a member of its own, at most size at a time; results in job order."""
-        results: list[T | None] = [None] * len(jobs)
-        if not jobs:
-            return results
+        """Every job on a member of its own, waiting for a free one; results in job order (None for a job
+        that never ran). A job's own error (not a run's failure: that is a record) ends its siblings that
+        have not started, not the pool's other callers, and is raised once all have ended."""
+        failed = threading.Event()
 
-        failed = threading.Event()  # this call's own: one job's error ends its siblings, not the pool's others
-
-        def one(i: int) -> None:
+        def one(job: Callable[[Slot], T]) -> T | None:
             try:
                 with self.member() as slot:
-                    if not self.stop.is_set() and not failed.is_set():
-                        results[i] = jobs[i](slot)
-            except LeaseAborted:
-                pass
-
-        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), self.size)),
-                                thread_name_prefix="harness-pool") as ex:
-            pending: set[Future] = {ex.submit(one, i) for i in range(len(jobs))}
-            error: BaseException | None = None
-            interrupts = 0
-            while pending:
-                try:
-                    done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                except KeyboardInterrupt:  # stop everything; keep waiting for the runs to write their records
-                    self.interrupted = True
-                    self.stop.set()
-                    interrupts += 1
-                    if interrupts >= 3:  # the user insists: the caller salvages what is held
-                        raise
-                    continue
-                for f in done:
-                    if f.exception() is not None and error is None:  # a job's own error, not a run's failure
-                        error = f.exception()
+                    if self.stop.is_set() or failed.is_set():
+                        return None
+                    try:
+                        return job(slot)
+                    except BaseException:
                         failed.set()
-        if error is not None:
-            raise error
-        return results
+                        raise
+            except LeaseAborted:
+                return None
+
+        results = run_threads([functools.partial(one, job) for job in jobs], self.stop)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return results  # type: ignore[return-value]
 
 
 def run_threads(jobs: Sequence[Callable[[], T]], stop: threading.Event) -> list[T | BaseException]:
