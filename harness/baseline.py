@@ -15,16 +15,14 @@ from typing import Any, Callable
 
 from harness import paths
 from harness.backends.base import Backend
-from harness.pipeline.backend import backend_and_hardware, make_backend
 from harness.pipeline.request import RunError
 from harness.pipeline.finish import write_record
-from harness.pipeline.seeds import run_seeds, salvage
+from harness.pipeline.seeds import run_seeds, salvage, seed_backend
 from harness.pool.parallel import DevicePool
-from harness.store import gpu_class_of
 from harness.record import RunRecord
 from harness.scoring.baselines import Baselines, add_sample, load_baselines, save_baselines
 from harness.scoring.stats import Sample, summarize
-from harness.submit import SubmitOptions, check_valid, counted_runs, flag_seed_ignored
+from harness.submit import SubmitOptions, check_valid, classes_of, counted_runs, flag_seed_ignored
 
 BASELINE_SUBMISSION = paths.REPO_ROOT / "submissions" / "baseline" / "train.py"
 Event = Callable[[str, Any], None]
@@ -52,12 +50,7 @@ class SpreadReport:
 def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: bool, on_event: Event,
             pool: DevicePool | None = None, backend: Backend | None = None) -> tuple[str, list[RunRecord], list[RunRecord]]:
     check_valid(train_py, opts.benchmark)
-    if pool is not None:  # the runs at once, one per member of the pool (harness/pool/)
-        hw = pool.plan.slots[0].hardware
-        backend = backend or make_backend(opts.backend, None, opts.runtime, opts.benchmark)
-    else:
-        backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, opts.benchmark, opts.gpu,
-                                           opts.nvml_module)
+    backend, hw = seed_backend(opts, pool, backend)  # a pool runs them at once, one per member
     held = flag_seed_ignored(run_seeds(train_py, opts, runs, on_event, hw, backend, pool=pool))
     try:
         results = [write_record(r, opts.results_dir, store=True) for r in held]  # once each, with its flags
@@ -68,7 +61,7 @@ def _spread(train_py: Path, opts: SubmitOptions, runs: int, include_flagged: boo
     if hw is not None:
         return hw.cls.label, results, used
     # Run on remote nodes (Slurm): the class each node probed; a baseline of one class only.
-    classes = sorted({c for c in (gpu_class_of(r.to_dict()) for r in results) if c})
+    classes = classes_of(results)
     if len(classes) > 1:
         raise RunError(f"the runs ran on different classes ({', '.join(classes)}): pin the jobs to one class "
                        "(e.g. --sbatch=--constraint=...) and measure each class apart")

@@ -24,10 +24,10 @@ from harness import paths
 from harness.benchmarks import Benchmark
 from harness.fixedcode import file_sha256
 from harness.backends.base import Backend
-from harness.pipeline.backend import backend_and_hardware, is_remote, make_backend
+from harness.pipeline.backend import is_remote
 from harness.pipeline.remote import remote_run, run_remote
 from harness.pipeline.finish import write_record
-from harness.pipeline.seeds import SeedOptions, pool_budget, run_seeds, salvage, scored_by_fixed_code
+from harness.pipeline.seeds import SeedOptions, pool_budget, run_seeds, salvage, scored_by_fixed_code, seed_backend
 from harness.pool.parallel import DevicePool, run_threads
 from harness.record import COMPAT, OVER_BUDGET, SEED_IGNORED, SEEDS_FAILED, RunRecord, SubmissionDecision
 from harness.sanitize import clean_text
@@ -142,13 +142,14 @@ def submit(train_py: Path, opts: SubmitOptions, on_event: Event = lambda _k, _v:
     train_py = Path(train_py)
     check_valid(train_py, bench)
     tsv_path, tsv_note = tsv_target(opts)  # decided before any run: a bad --tsv fails fast
-    if pool is not None:
-        hw = pool.plan.slots[0].hardware
-        backend = backend or make_backend(opts.backend, None, opts.runtime, bench)
-    else:
-        backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module)
+    backend, hw = seed_backend(opts, pool, backend)
     held = run_seeds(train_py, opts, seeds_of(opts), on_event, hw, backend, pool=pool)
     return decide(train_py, opts, held, hw.cls.label if hw is not None else None, tsv_path, tsv_note, decide_lock)
+
+
+def classes_of(records: list[RunRecord]) -> list[str]:
+    """The GPU classes the records name (each as probed where it ran), sorted."""
+    return sorted({c for c in (gpu_class_of(r.to_dict()) for r in records) if c})
 
 
 def seeds_of(opts: SubmitOptions) -> int:
@@ -160,19 +161,15 @@ def decide(train_py: Path, opts: SubmitOptions, held: list[RunRecord], gpu_class
     """Decide one candidate from its held runs and write each run once with the decision. gpu_class: the
     class its runs had (None: each run's own record says, as for runs made on a remote node)."""
     results = flag_seed_ignored(held)
-    classes = sorted({c for c in (gpu_class_of(r.to_dict()) for r in results) if c})
-    if gpu_class is None and len(classes) > 1:  # remote nodes of two classes: not samples of one thing
-        why = f"its seeds ran on different GPU classes ({', '.join(classes)}): pin the jobs to one class"
-        results = [with_flag(r, SEEDS_FAILED) for r in results]
-        made = SubmissionDecision(label="discard", reason=why, seeds=len(results))
-        written = [write_record(r, opts.results_dir, store=True, decision=made) for r in results]
-        store = ResultStore(opts.results_dir)
-        return SubmitReport(written, Decision(False, why, None, None), Reference("none", "not compared"),
-                            [store.path_for(r.run_id) for r in written], None, [], "no results.tsv row: " + why)
-    gpu_class = gpu_class or (classes[0] if classes else "unknown")
+    mixed = None
+    if gpu_class is None:  # made on remote nodes: each record names its node's class
+        classes = classes_of(results)
+        gpu_class = classes[0] if classes else "unknown"
+        if len(classes) > 1:  # not samples of one thing
+            mixed = f"its seeds ran on different GPU classes ({', '.join(classes)}): pin the jobs to one class"
     try:
         with decide_lock or contextlib.nullcontext():
-            return _decide_and_write(train_py, opts, gpu_class, results, tsv_path, tsv_note)
+            return _decide_and_write(train_py, opts, gpu_class, results, tsv_path, tsv_note, mixed)
     except BaseException as e:  # Ctrl-C, a corrupt store or baselines file ...: every run still gets its record
         salvage(results, opts.results_dir, f"the submission stopped before its decision ({type(e).__name__}: {e})")
         raise
@@ -188,9 +185,9 @@ def submit_many(train_pys: list[Path], opts: SubmitOptions, pool: DevicePool | N
     for path in train_pys:
         check_valid(Path(path), opts.benchmark)
     tsv_path, tsv_note = tsv_target(opts)
-    if backend is None and (pool is not None or opts.backend not in ("auto", "local", "docker")):
-        backend = make_backend(opts.backend, None, opts.runtime, opts.benchmark)
-    if backend is not None and is_remote(backend):  # every seed of every candidate: one batch of jobs
+    if backend is None:
+        backend, _hw = seed_backend(opts, pool)
+    if is_remote(backend):  # every seed of every candidate: one batch of jobs
         n = seeds_of(opts)
         runs = [remote_run(p, opts) for p in train_pys for _ in range(n)]
         held = run_remote(backend, runs, on_event)
@@ -198,7 +195,7 @@ def submit_many(train_pys: list[Path], opts: SubmitOptions, pool: DevicePool | N
         return [_or_error(decide, p, opts, [by_run[x.run_id] for x in runs[i * n:(i + 1) * n] if x.run_id in by_run],
                           None, tsv_path, tsv_note) for i, p in enumerate(train_pys)]
     if pool is None:
-        return [_or_error(submit, p, opts, on_event) for p in train_pys]
+        return [_or_error(submit, p, opts, on_event, backend=backend) for p in train_pys]
     opts = pool_budget(opts, pool)  # once for every candidate, before any of them runs
     lock = threading.Lock()
     jobs = [functools.partial(_or_error, submit, p, opts, on_event, pool=pool, backend=backend, decide_lock=lock)
@@ -214,7 +211,9 @@ def _or_error(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
 
 
 def _decide_and_write(train_py: Path, opts: SubmitOptions, gpu_class: str, results: list[RunRecord],
-                      tsv_path: Path | None, tsv_note: str) -> SubmitReport:
+                      tsv_path: Path | None, tsv_note: str, mixed: str | None = None) -> SubmitReport:
+    """mixed: why the runs are not samples of one thing (seeds on two GPU classes): a discard, every run
+    flagged, no results.tsv row."""
     bench = opts.benchmark
     store = ResultStore(opts.results_dir)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
@@ -229,6 +228,10 @@ def _decide_and_write(train_py: Path, opts: SubmitOptions, gpu_class: str, resul
     if aborted:
         decision = Decision(False, "aborted (Ctrl-C or SIGTERM): no decision; the records are stored", None, None)
         results = [with_flag(r, SEEDS_FAILED) if r.run_id in counted_ids else r for r in results]  # cut short
+    elif mixed:
+        decision = Decision(False, mixed, None, None)
+        results = [with_flag(r, SEEDS_FAILED) for r in results]
+        tsv_path, tsv_note = None, f"no results.tsv row: {mixed}"
     elif not counted and compat and opts.verified:
         export = compat[0].evaluation.export
         decision = Decision(False, f"not verifiable: the model could not be exported "

@@ -49,6 +49,19 @@ class SeedOptions:
     budget_plan: Any = None  # decided once for many candidates (a pool's, before any run starts); None: per candidate
 
 
+def seed_backend(opts: SeedOptions, pool: DevicePool | None = None,
+                 backend: Backend | None = None) -> tuple[Backend, HardwareContext | None]:
+    """The backend a candidate's seeds run on and the hardware they get, decided once for all of them: a
+    pool's class (every member is of one, harness/pool/slots.py), else probed by the backend where its runs
+    happen; None for a remote backend, whose jobs probe their own nodes."""
+    hw = pool.plan.slots[0].hardware if pool is not None else None
+    if backend is None:  # the run image follows the hardware (CUDA for a GPU)
+        return backend_and_hardware(opts.backend, None, opts.runtime, opts.benchmark, opts.gpu, opts.nvml_module, hw)
+    if hw is None and not is_remote(backend):
+        hw = hooks(backend).probe_hardware(opts.gpu, opts.nvml_module)
+    return backend, hw
+
+
 def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambda _k, _v: None,
               hw: HardwareContext | None = None, backend: Backend | None = None,
               pool: DevicePool | None = None) -> list[RunRecord]:
@@ -58,15 +71,10 @@ def run_seeds(train_py: Path, opts: SeedOptions, n: int, on_event: Event = lambd
     another on the device `hw`."""
     bench = opts.benchmark
     cache = cache_info(bench)
-    if pool is not None:
-        hw = pool.plan.slots[0].hardware  # every member is of one class (harness/pool/slots.py)
-    # once: every seed runs on the same backend and device, probed by the backend where its runs happen
-    if backend is None:
-        backend, hw = backend_and_hardware(opts.backend, None, opts.runtime, bench, opts.gpu, opts.nvml_module, hw)
+    if backend is None or hw is None:
+        backend, hw = seed_backend(opts, pool, backend)
     if is_remote(backend):  # every seed a job of one batch, run and recorded where it runs
         return seeds_remote(train_py, opts, n, backend, on_event)
-    if hw is None:
-        hw = hooks(backend).probe_hardware(opts.gpu, opts.nvml_module)
     baselines_path = Path(opts.baselines_path or paths.baselines_file())
     store = ResultStore(opts.results_dir)
     if opts.runs_dir is not None:  # the CLI recovers the default runs folder; one given here is recovered here
